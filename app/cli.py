@@ -1,0 +1,76 @@
+"""The `atelier` command: serve, migrate, seed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from app.settings import get_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("app.main:app", host=args.host, port=args.port, proxy_headers=False, log_level=args.log_level)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from app import migrations
+
+    url = get_settings().database_url
+    if args.down:
+        migrations.downgrade(url, args.revision or "-1")
+    else:
+        migrations.upgrade(url, args.revision or "head")
+    return 0
+
+
+def _seed(_args: argparse.Namespace) -> int:
+    from app.catalog.seed import seed_catalog
+    from app.db import create_engine, create_sessionmaker
+
+    async def run() -> int:
+        engine = create_engine(get_settings().database_url)
+        try:
+            return await seed_catalog(create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    added = asyncio.run(run())
+    print(f"seed: {added} artist(s) added" if added else "seed: the sample catalog is already there")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atelier", description="Atelier: portraits of artists, streamed.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the app with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.add_argument("revision", nargs="?", help="target revision (default: head, or -1 with --down)")
+    migrate.add_argument("--down", action="store_true", help="downgrade instead (e.g. `--down base`)")
+    migrate.set_defaults(run=_migrate)
+
+    seed = commands.add_parser("seed", help="load the sample catalog (idempotent)")
+    seed.set_defaults(run=_seed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

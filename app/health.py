@@ -1,0 +1,36 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.errors import error_response
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is up and serving; nothing else is checked."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=None)
+async def ready(request: Request) -> JSONResponse | dict[str, object]:
+    """Ready when the database answers."""
+    engine: AsyncEngine = request.state.engine
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        log.warning("readiness check failed: database unreachable (%s)", type(exc).__name__)
+        return error_response(
+            503, "not_ready", "The database is not reachable.", checks={"database": "unreachable"}
+        )
+    return {"status": "ready", "checks": {"database": "ok"}}

@@ -1,0 +1,67 @@
+"""Fixtures shared by every test: migrated databases and live servers over loopback."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app import migrations
+from app.settings import Settings
+from tests.support import TOKEN, LiveServer, fresh_postgres_database, live_server, sqlite_url
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file built by `alembic upgrade head`, copied for each test (faster than migrating each)."""
+    path = tmp_path_factory.mktemp("template") / "atelier.db"
+    migrations.upgrade(sqlite_url(path))
+    return path
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path, migrated_sqlite_template: Path) -> str:
+    path = tmp_path / "atelier.db"
+    shutil.copyfile(migrated_sqlite_template, path)
+    return sqlite_url(path)
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty (unmigrated) database on each backend."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "empty.db")
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"database_url": database_url, "api_tokens": [TOKEN], **overrides}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def make_server(sqlite_database: str) -> Callable[..., AbstractContextManager[LiveServer]]:
+    """Start a server with settings overridden for one test: `with make_server(job_grace=0.1) as server:`."""
+
+    def make(**overrides: Any) -> AbstractContextManager[LiveServer]:
+        return live_server(make_settings(overrides.pop("database_url", sqlite_database), **overrides))
+
+    return make
+
+
+@pytest.fixture
+def server(make_server: Callable[..., AbstractContextManager[LiveServer]]) -> Iterator[LiveServer]:
+    with make_server() as live:
+        yield live
