@@ -28,6 +28,15 @@ class AppError(Exception):
         self.extra = extra
         super().__init__(self.message)
 
+    @classmethod
+    def of(
+        cls, status_code: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> AppError:
+        """An error with a code decided at run time (an upstream code passed through, say)."""
+        error = cls(message, headers=headers, **extra)
+        error.status_code, error.code = status_code, code
+        return error
+
 
 class BadRequest(AppError):
     pass

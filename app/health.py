@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import error_response
+from app.llm.breaker import Breaker
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -23,14 +24,17 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", response_model=None)
 async def ready(request: Request) -> JSONResponse | dict[str, object]:
-    """Ready when the database answers."""
+    """Ready when the database answers; also tells the circuit breaker's state (an open circuit is not
+    unreadiness: stored portraits are still served)."""
     engine: AsyncEngine = request.state.engine
+    breaker: Breaker = request.state.breaker
+    checks: dict[str, object] = {"broker": "in-process", "breaker": breaker.describe()}
     try:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:
         log.warning("readiness check failed: database unreachable (%s)", type(exc).__name__)
         return error_response(
-            503, "not_ready", "The database is not reachable.", checks={"database": "unreachable"}
+            503, "not_ready", "The database is not reachable.", checks={"database": "unreachable", **checks}
         )
-    return {"status": "ready", "checks": {"database": "ok"}}
+    return {"status": "ready", "checks": {"database": "ok", **checks}}

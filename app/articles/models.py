@@ -1,0 +1,36 @@
+"""Stored portraits: every finished generation is a new version, never overwritten."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime, utcnow
+
+
+class Article(Base):
+    __tablename__ = "articles"
+    __table_args__ = (
+        # Also the index that finds the latest version of (artist, language, length).
+        UniqueConstraint("artist_id", "language", "length", "version", name="uq_articles_version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    artist_id: Mapped[int] = mapped_column(ForeignKey("artists.id", ondelete="CASCADE"))
+    language: Mapped[str] = mapped_column(String(10))
+    length: Mapped[str] = mapped_column(String(10))
+    version: Mapped[int] = mapped_column(Integer)
+    markdown: Mapped[str] = mapped_column(Text)
+    words: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(200))
+    writer: Mapped[str] = mapped_column(String(20))  # "demo" or "upstream"
+    finish_reason: Mapped[str] = mapped_column(String(20))
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

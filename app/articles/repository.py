@@ -1,0 +1,78 @@
+"""Every SQL query on stored portraits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.articles.models import Article
+
+
+class ArticleRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def latest(self, artist_id: int, language: str, length: str) -> Article | None:
+        return await self.session.scalar(
+            select(Article)
+            .where(Article.artist_id == artist_id, Article.language == language, Article.length == length)
+            .order_by(Article.version.desc())
+            .limit(1)
+        )
+
+    async def latest_for_artists(
+        self, artist_ids: Sequence[int], language: str, length: str
+    ) -> dict[int, Article]:
+        if not artist_ids:
+            return {}
+        newest = (
+            select(Article.artist_id, func.max(Article.version).label("version"))
+            .where(Article.artist_id.in_(artist_ids), Article.language == language, Article.length == length)
+            .group_by(Article.artist_id)
+            .subquery()
+        )
+        rows = await self.session.scalars(
+            select(Article)
+            .join(
+                newest,
+                (Article.artist_id == newest.c.artist_id) & (Article.version == newest.c.version),
+            )
+            .where(Article.language == language, Article.length == length)
+        )
+        return {article.artist_id: article for article in rows}
+
+    async def get(self, article_id: int) -> Article | None:
+        return await self.session.get(Article, article_id)
+
+    async def versions(self, artist_id: int) -> Sequence[Article]:
+        rows = await self.session.scalars(
+            select(Article)
+            .where(Article.artist_id == artist_id)
+            .order_by(Article.language, Article.length, Article.version.desc())
+        )
+        return rows.all()
+
+    async def version(self, artist_id: int, language: str, length: str, version: int) -> Article | None:
+        return await self.session.scalar(
+            select(Article).where(
+                Article.artist_id == artist_id,
+                Article.language == language,
+                Article.length == length,
+                Article.version == version,
+            )
+        )
+
+    async def next_version(self, artist_id: int, language: str, length: str) -> int:
+        current = await self.session.scalar(
+            select(func.max(Article.version)).where(
+                Article.artist_id == artist_id, Article.language == language, Article.length == length
+            )
+        )
+        return (current or 0) + 1
+
+    async def add(self, article: Article) -> Article:
+        self.session.add(article)
+        await self.session.flush()
+        return article

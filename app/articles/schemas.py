@@ -1,0 +1,38 @@
+"""The wire shapes of stored portraits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ArticleVersion(BaseModel):
+    """A stored version, without its text."""
+
+    article_id: int
+    artist_id: int
+    version: int
+    language: str
+    length: str
+    words: int
+    model: str
+    writer: str
+    stale: bool
+    truncated: bool
+    finish_reason: str
+    created_at: datetime
+    url: str
+
+
+class ArticlePublic(ArticleVersion):
+    markdown: str
+    html: str
+    usage: dict[str, Any] | None
+    duration_ms: int
+    ttft_ms: int | None
+
+
+class ArticleVersions(BaseModel):
+    items: list[ArticleVersion]

@@ -1,0 +1,263 @@
+"""A streaming client for any Mistral-compatible chat completions API.
+
+It knows nothing of artists or readers: messages in, `TextDelta`s and one `Finish` out, or an
+`UpstreamError` with the contract's code. The event stream is parsed by httpx-sse, which follows the WHATWG
+rules (CR, LF and CRLF endings only; `aiter_lines()` would also split on U+2028/U+2029/U+0085, which are
+legal inside JSON strings), over httpx's incremental UTF-8 decoding (an event may be split at any byte).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+from app.llm import errors
+from app.llm.errors import UpstreamError
+
+# After finish_reason, OpenAI-style servers may still send a `choices: []` chunk with usage; wait a little.
+USAGE_GRACE_SECONDS = 2.0
+T = TypeVar("T")
+FINISH_REASONS = {"stop": "stop", "length": "length", "model_length": "length"}
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    base_url: str
+    api_key: str | None
+    model: str
+    max_tokens: int
+    temperature: float
+    connect_timeout: float
+    idle_timeout: float
+    total_timeout: float
+    max_output_chars: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: str  # "stop" or "length"
+    usage: Usage | None
+
+
+Chunk = TextDelta | Finish
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds from now: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _status_error(response: httpx.Response) -> UpstreamError:
+    status = response.status_code
+    if status in (401, 403):
+        return errors.upstream_auth(status)
+    if status == 429:
+        return errors.upstream_rate_limited(parse_retry_after(response.headers.get("retry-after")))
+    if 400 <= status < 500:
+        # Our request was wrong: the upstream is healthy, so the breaker records nothing.
+        return errors.upstream_error(
+            f"The writing service rejected the request (HTTP {status}).", counts=False
+        )
+    return errors.upstream_error(f"The writing service failed (HTTP {status}).")
+
+
+def _text_of(content: Any) -> str:
+    """`content` is null, a string, or a list of typed parts; only `text` parts reach readers (never
+    `thinking`)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        pieces = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                pieces.append(part["text"])
+        return "".join(pieces)
+    raise errors.upstream_bad_response("The writing service sent content of an unknown shape.")
+
+
+def _usage_of(chunk: dict[str, Any]) -> Usage | None:
+    usage = chunk.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return Usage(
+        prompt_tokens=prompt if isinstance(prompt, int) else None,
+        completion_tokens=completion if isinstance(completion, int) else None,
+    )
+
+
+def _decode(sse: ServerSentEvent) -> dict[str, Any]:
+    try:
+        chunk = json.loads(sse.data)
+    except json.JSONDecodeError:
+        raise errors.upstream_bad_response("The writing service sent data that is not JSON.") from None
+    if not isinstance(chunk, dict):
+        raise errors.upstream_bad_response("The writing service sent a chunk that is not an object.")
+    if "error" in chunk:
+        raise errors.upstream_error("The writing service reported an error while writing.")
+    return chunk
+
+
+class LLMClient:
+    def __init__(self, http: httpx.AsyncClient, config: UpstreamConfig) -> None:
+        self.http = http
+        self.config = config
+
+    def request_body(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        # Only fields every target accepts: Mistral answers 422 to unknown ones such as `stream_options`.
+        return {
+            "model": self.config.model,
+            "messages": messages,
+            "stream": True,
+            "max_tokens": self.config.max_tokens,
+            "temperature": self.config.temperature,
+        }
+
+    async def stream(self, messages: list[dict[str, str]]) -> AsyncGenerator[Chunk, None]:
+        """Yield the text as it arrives, then one `Finish`; raise `UpstreamError` on any failure.
+
+        Every wait is bounded: connecting by the connect timeout, each chunk (the first included) by the
+        idle timeout, all of it by the total timeout. Waits are bounded one await at a time, never across
+        a `yield`, so a deadline never fires inside the consumer's code.
+        """
+        config = self.config
+        deadline = time.monotonic() + config.total_timeout
+        headers = {"Accept": "text/event-stream"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        timeout = httpx.Timeout(
+            connect=config.connect_timeout, read=config.idle_timeout, write=config.idle_timeout, pool=None
+        )
+
+        async with AsyncExitStack() as stack:
+            try:
+                response = await self._bounded(
+                    deadline,
+                    stack.enter_async_context(
+                        self.http.stream(
+                            "POST",
+                            f"{config.base_url.rstrip('/')}/chat/completions",
+                            json=self.request_body(messages),
+                            headers=headers,
+                            timeout=timeout,
+                        )
+                    ),
+                )
+                if response.status_code != 200:
+                    raise _status_error(response)
+                content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+                if content_type != "text/event-stream":
+                    raise errors.upstream_bad_response(
+                        "The writing service did not answer with an event stream."
+                    )
+                events = EventSource(response).aiter_sse()
+                stack.push_async_callback(events.aclose)
+                async for chunk in self._chunks(events, deadline):
+                    yield chunk
+            except httpx.TimeoutException:
+                raise errors.upstream_timeout("The writing service did not answer in time.") from None
+            except httpx.HTTPError:
+                # Refused, reset, or closed mid-stream: the URL and the key stay out of the message.
+                raise errors.upstream_connection("The connection to the writing service failed.") from None
+
+    async def _chunks(self, events: AsyncIterator[ServerSentEvent], deadline: float) -> AsyncIterator[Chunk]:
+        written = 0
+        finish: str | None = None
+        usage: Usage | None = None
+        while True:
+            if finish is None:
+                sse = await self._bounded(deadline, anext(events, None))
+            else:
+                sse = await self._usage_wait(events)
+            if sse is None or sse.data == "[DONE]":
+                break
+            try:
+                chunk = _decode(sse)
+            except UpstreamError:
+                if finish is not None:
+                    break  # the text is complete; a late malformed chunk cannot take it back
+                raise
+            usage = _usage_of(chunk) or usage
+            for choice in chunk.get("choices") or []:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                text = _text_of(delta.get("content") if isinstance(delta, dict) else None)
+                if text and finish is None:
+                    written += len(text)
+                    if written > self.config.max_output_chars:
+                        raise errors.upstream_bad_response("The writing service sent more text than allowed.")
+                    yield TextDelta(text)
+                reason = choice.get("finish_reason")
+                if reason is not None and finish is None:
+                    finish = self._finish_reason(reason)
+        if finish is None:
+            if sse is None:
+                raise errors.upstream_connection("The writing service closed the stream before the end.")
+            raise errors.upstream_bad_response(
+                "The writing service ended the stream without a finish reason."
+            )
+        yield Finish(finish, usage)
+
+    @staticmethod
+    def _finish_reason(reason: Any) -> str:
+        if reason in FINISH_REASONS:
+            return FINISH_REASONS[reason]
+        if reason == "error":
+            raise errors.upstream_error("The writing service stopped with an error.")
+        raise errors.upstream_error(
+            f"The writing service stopped for an unexpected reason ({str(reason)[:40]})."
+        )
+
+    async def _usage_wait(self, events: AsyncIterator[ServerSentEvent]) -> ServerSentEvent | None:
+        """After the finish reason, the text is complete: anything but a prompt usage chunk ends the wait."""
+        try:
+            async with asyncio.timeout(min(USAGE_GRACE_SECONDS, self.config.idle_timeout)):
+                return await anext(events, None)
+        except (TimeoutError, httpx.HTTPError):
+            return None
+
+    async def _bounded(self, deadline: float, awaitable: Awaitable[T]) -> T:
+        remaining = deadline - time.monotonic()
+        wait = min(self.config.idle_timeout, remaining)
+        try:
+            async with asyncio.timeout(max(wait, 0)):
+                return await awaitable
+        except TimeoutError:
+            if remaining <= self.config.idle_timeout:
+                raise errors.upstream_timeout("The portrait took longer than allowed.") from None
+            raise errors.upstream_timeout("The writing service went silent.") from None

@@ -1,0 +1,39 @@
+"""The one place that knows the Server-Sent Events wire format.
+
+Every event is `id: <stream>:<seq>`, `event: <type>`, and one `data:` line of JSON. JSON escapes CR and LF
+inside strings, so model text can never end a line, forge a field, or look like a frame of its own.
+"""
+
+from __future__ import annotations
+
+import json
+
+from app.streaming.events import Event
+
+MEDIA_TYPE = "text/event-stream; charset=utf-8"
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+PING = b": ping\n\n"
+PING_INTERVAL = 15.0
+
+
+def event_id(stream_id: str, seq: int) -> str:
+    return f"{stream_id}:{seq}"
+
+
+def parse_event_id(value: str | None) -> tuple[str, int] | None:
+    """`"<stream>:<seq>"` → (stream, seq); None for anything else."""
+    if not value:
+        return None
+    stream_id, sep, seq = value.strip().rpartition(":")
+    if not sep or not stream_id or not seq.isdigit() or len(seq) > 12:
+        return None
+    return stream_id, int(seq)
+
+
+def encode(stream_id: str, event: Event) -> bytes:
+    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event_id(stream_id, event.seq)}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def encode_retry(milliseconds: int) -> bytes:
+    return f"retry: {milliseconds}\n\n".encode()
