@@ -12,6 +12,7 @@ import pytest
 
 from app import migrations
 from app.settings import Settings
+from tests.fakes.upstream import FakeUpstream, fake_upstream
 from tests.support import TOKEN, LiveServer, fresh_postgres_database, live_server, sqlite_url
 
 
@@ -64,4 +65,30 @@ def make_server(sqlite_database: str) -> Callable[..., AbstractContextManager[Li
 @pytest.fixture
 def server(make_server: Callable[..., AbstractContextManager[LiveServer]]) -> Iterator[LiveServer]:
     with make_server() as live:
+        yield live
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """A scriptable Mistral-compatible upstream serving real HTTP on loopback."""
+    with fake_upstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_app(
+    make_server: Callable[..., AbstractContextManager[LiveServer]], upstream: FakeUpstream
+) -> Callable[..., AbstractContextManager[LiveServer]]:
+    """A server wired to the fake upstream: `with make_app(job_grace=0.2) as server:`."""
+
+    def make(**overrides: Any) -> AbstractContextManager[LiveServer]:
+        values = {"llm_base_url": upstream.base_url, "llm_api_key": "upstream-key", **overrides}
+        return make_server(**values)
+
+    return make
+
+
+@pytest.fixture
+def app_server(make_app: Callable[..., AbstractContextManager[LiveServer]]) -> Iterator[LiveServer]:
+    with make_app() as live:
         yield live

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sqlite3
@@ -124,3 +125,43 @@ def fresh_postgres_database() -> Iterator[str]:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
+
+
+@dataclass
+class StreamedEvent:
+    id: str
+    event: str
+    data: dict[str, Any]
+
+
+def read_sse(response: httpx.Response) -> list[StreamedEvent]:
+    """Parse a whole SSE body with httpx-sse (the WHATWG rules), checking the contract's shape as it goes:
+    one JSON `data` line whose `type` repeats the event name."""
+    from httpx_sse import EventSource
+
+    events = []
+    for sse in EventSource(response).iter_sse():
+        if not sse.data:
+            continue  # `retry:` alone: httpx-sse dispatches it, the WHATWG rules (and browsers) do not
+        data = json.loads(sse.data)
+        assert data["type"] == sse.event, sse
+        events.append(StreamedEvent(id=sse.id, event=sse.event, data=data))
+    return events
+
+
+def stream_events(
+    client: httpx.Client,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[httpx.Response, list[StreamedEvent]]:
+    with client.stream("GET", path, headers=headers, params=params) as response:
+        if response.status_code != 200:
+            response.read()
+            return response, []
+        return response, read_sse(response)
+
+
+def joined_text(events: list[StreamedEvent]) -> str:
+    return "".join(event.data["delta"] for event in events if event.event == "text")

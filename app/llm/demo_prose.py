@@ -14,7 +14,7 @@ import random
 import re
 import string
 import unicodedata
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,7 +38,7 @@ class Facts:
     active_to: int | None = None
     notable_works: tuple[str, ...] = ()
     notes: str | None = None
-    # Our own placeholder name is a common noun, so it needs a capital at the start of a sentence.
+    # Our own placeholder when the facts could not be read: titled as such, then called "this artist".
     generic: bool = field(default=False, compare=False)
 
 
@@ -91,6 +91,10 @@ LEAD_OPENERS = [
     "Active {career}, {name} made {genres} feel both familiar and new.",
     "This is a portrait of {name}, drawn from the facts in Atelier's catalog.",
 ]
+GENERIC_LEAD = (
+    "This is a portrait of an unnamed artist: the catalog entry behind it could not be read, so it keeps to "
+    "what can be said of anyone who makes music for a living."
+)
 LEAD_FOLLOWERS = [
     "What follows traces where the music came from, how it grew, and why it still matters.",
     "It is a story of {genres}, of {country}, and of the records that carried both.",
@@ -145,6 +149,16 @@ GENERAL = [
     "It is worth listening again with that in mind.",
     "The work from {decade} is a good place to hear this at its clearest.",
     "Even {work}, familiar as it is, sounds fresher with that in mind.",
+    "[Nothing|Little] here is wasted, and [nothing|little] is there simply to impress.",
+    "The same [care|patience|attention] shows up again and again, in large decisions and small ones.",
+    "It would have been easy to repeat a winning formula; {name} [rarely|seldom] did.",
+    "Taste, more than technique, is what holds the [whole thing|work] together.",
+    "That is not a small achievement in {genre}, where [fashions|habits] harden quickly.",
+    "[Heard|Taken] as a whole, the story has a shape that no single record could give it.",
+    "What sounds effortless on the records was, by every sign, hard won.",
+    "It is music that [trusts|respects] its listeners, and they have returned the favour.",
+    "The [best|finest] moments arrive without announcement and stay long after they end.",
+    "There is no single secret to it, only a long series of good decisions.",
 ]
 
 
@@ -350,13 +364,15 @@ class _Writer:
     def __init__(self, facts: Facts) -> None:
         self.facts = facts
         self.rng = random.Random(_seed(facts))
-        self.used: set[str] = set()
+        self.uses: Counter[str] = Counter()
         self.notes = _note_sentences(facts.notes)
         self.static = self._static_context()
 
     def _static_context(self) -> dict[str, str]:
         f = self.facts
-        context = {"name": f.name, "Name": f.name[:1].upper() + f.name[1:] if f.generic else f.name}
+        context = (
+            {"name": "this artist", "Name": "This artist"} if f.generic else {"name": f.name, "Name": f.name}
+        )
         if f.country:
             needs_article = f.country in _COUNTRIES_WITH_ARTICLE or f.country.startswith("United ")
             context["country"] = f"the {f.country}" if needs_article else f.country
@@ -406,15 +422,26 @@ class _Writer:
         return kind in ("", self.facts.kind) and _fields(text) <= context.keys() and not starts_with_fact
 
     def render(
-        self, templates: Sequence[str], *, line_start: bool = False, connect: bool = True, require: str = ""
+        self,
+        templates: Sequence[str],
+        *,
+        line_start: bool = False,
+        connect: bool = True,
+        require: str = "",
+        paragraph: set[str] | None = None,
     ) -> str:
+        """One sentence from `templates`; `paragraph` collects the templates already in this paragraph."""
         context = self._context()
         fitting = [t for t in templates if self._fits(t, context, line_start)]
         if require:
             fitting = [t for t in fitting if require in _fields(t)] or fitting
-        fresh = [t for t in fitting if t not in self.used]
-        template = self.rng.choice(fresh or fitting)
-        self.used.add(template)
+        fitting = [t for t in fitting if t not in (paragraph or ())] or fitting
+        # The least used sentences first: a long portrait repeats itself as little and as late as possible.
+        fewest = min(self.uses[t] for t in fitting)
+        template = self.rng.choice([t for t in fitting if self.uses[t] == fewest])
+        self.uses[template] += 1
+        if paragraph is not None:
+            paragraph.add(template)
         text = _split_kind(template)[1]
         if connect and not line_start and "{note}" not in text and self.rng.random() < 0.2:
             text = self.rng.choice(CONNECTORS) + (
@@ -426,22 +453,24 @@ class _Writer:
         return text.format_map(context)
 
     def paragraph(self, section: Section, sentences: int, require: str = "") -> str:
-        out = []
+        out: list[str] = []
+        chosen: set[str] = set()
         for index in range(sentences):
-            # Mostly the section's own sentences, with general ones for variety and when they run out.
-            own = [t for t in section.templates if t not in self.used]
-            pool = (
-                section.templates
-                if (own and self.rng.random() < 0.75) or (require and index == 1)
-                else GENERAL
-            )
-            out.append(self.render(pool, line_start=index == 0, require=require if index == 1 else ""))
+            # Mostly the section's own sentences, with general ones for variety and once those wear thin.
+            own_uses = min(self.uses[t] for t in section.templates)
+            general_uses = min(self.uses[t] for t in GENERAL)
+            prefer_own = own_uses <= general_uses and self.rng.random() < 0.75
+            pool = section.templates if prefer_own or (require and index == 1) else GENERAL
+            required = require if index == 1 else ""
+            out.append(self.render(pool, line_start=index == 0, require=required, paragraph=chosen))
         return " ".join(out)
 
     def write(self, target_words: int, english_note: str | None) -> str:
         f = self.facts
-        title = f"# {f.name}: {self.render(SUBTITLES, connect=False)}"
-        lead = [self.render(LEAD_OPENERS, line_start=True), self.render(LEAD_FOLLOWERS)]
+        name = f.name[:1].upper() + f.name[1:] if f.generic else f.name
+        title = f"# {name}: {self.render(SUBTITLES, connect=False)}"
+        opener = GENERIC_LEAD if f.generic else self.render(LEAD_OPENERS, line_start=True)
+        lead = [opener, self.render(LEAD_FOLLOWERS, connect=False)]
         if english_note:
             lead.append(english_note)
         sections = [s for s in SECTIONS if f.notable_works or not s.lists_works]
