@@ -45,6 +45,20 @@ def _seed(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from app.generation.cli import GenerateFailed, generate
+
+    logging.getLogger().setLevel(logging.WARNING)  # the terminal shows the portrait and one progress line
+    try:
+        return asyncio.run(generate(args))
+    except GenerateFailed as exc:
+        sys.stderr.write(f"\natelier generate: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("\natelier generate: interrupted; nothing was stored\n")
+        return 130
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Atelier: portraits of artists, streamed.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -62,11 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     seed = commands.add_parser("seed", help="load the sample catalog (idempotent)")
     seed.set_defaults(run=_seed)
+
+    from app.generation.cli import add_arguments
+
+    generate = commands.add_parser("generate", help="write an artist's portrait, streamed to the terminal")
+    add_arguments(generate)
+    generate.set_defaults(run=_generate)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     code: int = args.run(args)
     return code

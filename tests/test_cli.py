@@ -9,11 +9,15 @@ from pathlib import Path
 
 import httpx
 
+from tests.fakes.upstream import FakeUpstream, error_reply
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def atelier(*args: str, database: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ATELIER_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+def atelier(
+    *args: str, database: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ATELIER_DATABASE_URL": f"sqlite+aiosqlite:///{database}", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         env=env,
@@ -63,3 +67,36 @@ def test_serve_answers_on_its_port(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_generate_streams_to_a_file_and_stores_it(tmp_path: Path) -> None:
+    database = tmp_path / "gen.db"
+    assert atelier("migrate", database=database).returncode == 0
+    assert atelier("seed", database=database).returncode == 0
+    out = tmp_path / "piaf.md"
+    env_rate = {"ATELIER_DEMO_TOKENS_PER_SECOND": "5000"}
+    result = atelier(
+        "generate", "Édith Piaf", "--length", "short", "--out", str(out), database=database, env=env_rate
+    )
+    assert result.returncode == 0, result.stderr
+    markdown = out.read_text()
+    assert markdown.startswith("# Édith Piaf")
+    assert "words" in result.stderr and "stored as version 1" in result.stderr
+    again = atelier("generate", "edith piaf", "--length", "short", database=database, env=env_rate)
+    assert again.returncode == 0 and again.stdout == markdown  # from the store, by folded name
+    assert "stored portrait" in again.stderr
+
+
+def test_generate_when_it_fails_then_nonzero_and_no_file(tmp_path: Path, upstream: FakeUpstream) -> None:
+    database = tmp_path / "fail.db"
+    assert atelier("migrate", database=database).returncode == 0
+    assert atelier("seed", database=database).returncode == 0
+    upstream.script(error_reply(401))
+    out = tmp_path / "never.md"
+    env = {"ATELIER_LLM_BASE_URL": upstream.base_url, "ATELIER_LLM_API_KEY": "k"}
+    result = atelier("generate", "1", "--out", str(out), database=database, env=env)
+    assert result.returncode == 1
+    assert "upstream_auth" in result.stderr
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    unknown = atelier("generate", "Nobody At All", database=database)
+    assert unknown.returncode == 1 and "no artist" in unknown.stderr
