@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from fastapi import Request
+from markupsafe import Markup
 
+from app.articles.models import Article
 from app.catalog.models import Artist
 from app.catalog.schemas import ArtistPublic, ArtistsPublic
 
@@ -91,9 +93,10 @@ class ArtistPage:
     notable_works: list[str]
     notes: str | None
     json_url: str
+    portrait: PortraitPanel
 
     @classmethod
-    def build(cls, artist: Artist) -> ArtistPage:
+    def build(cls, artist: Artist, portrait: PortraitPanel) -> ArtistPage:
         return cls(
             title=artist.name,
             artist_id=artist.id,
@@ -105,7 +108,84 @@ class ArtistPage:
             notable_works=list(artist.notable_works),
             notes=artist.notes,
             json_url=f"{API_ARTISTS}/{artist.id}",
+            portrait=portrait,
         )
+
+
+LENGTHS = [
+    ("short", "Short (≈600 words)"),
+    ("medium", "Medium (≈1,500 words)"),
+    ("long", "Long (≈3,000 words)"),
+]
+
+
+@dataclass(frozen=True)
+class StoredPortrait:
+    """A stored portrait, rendered on the server with the same safe settings as the API."""
+
+    html: Markup
+    article_id: int
+    version: int
+    words: int
+    writer: str
+    model: str
+    created_at: str
+    stale: bool
+    truncated: bool
+    json_url: str
+
+
+@dataclass(frozen=True)
+class PortraitPanel:
+    """The portrait area of an artist page: the stored portrait, or the form that starts one."""
+
+    artist_id: int
+    language: str
+    length: str
+    languages: list[str]
+    lengths: list[tuple[str, str]]
+    target_words: int
+    writer: str  # who would write a new portrait: "demo" or "upstream"
+    stored: StoredPortrait | None
+    running_job_id: str | None
+    stream_url: str
+    generate_action: str
+    notice: str | None = None
+
+
+def stored_portrait(article: Article, html: str, stale: bool) -> StoredPortrait:
+    return StoredPortrait(
+        html=Markup(html),  # render_markdown output: raw HTML off, links and images filtered
+        article_id=article.id,
+        version=article.version,
+        words=article.words,
+        writer=article.writer,
+        model=article.model,
+        created_at=article.created_at.strftime("%d %B %Y, %H:%M UTC"),
+        stale=stale,
+        truncated=article.truncated,
+        json_url=f"{API_ARTISTS}/{article.artist_id}/article?{urlencode({'language': article.language, 'length': article.length})}",
+    )
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """The page a reader without JavaScript lands on after Generate: it refreshes itself until the portrait
+    is stored; with JavaScript, the script follows the job's stream instead."""
+
+    title: str
+    artist_id: int
+    artist_name: str
+    job_id: str
+    status: str
+    words: int
+    target_words: int
+    partial_html: Markup
+    error: str | None
+    json_url: str
+    stream_url: str
+    artist_url: str
+    panel: PortraitPanel
 
 
 @dataclass(frozen=True)
