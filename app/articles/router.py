@@ -31,7 +31,11 @@ def _etag(article: Article, representation: str, stale: bool) -> str:
 
 
 def _not_modified(request: Request, etag: str) -> bool:
-    candidates = [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]
+    # If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/"x" matches "x" (a gzipping proxy
+    # weakens ETags, and its clients send them back so).
+    candidates = [
+        tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")
+    ]
     return etag in candidates or "*" in candidates
 
 

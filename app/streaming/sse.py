@@ -21,18 +21,24 @@ def event_id(stream_id: str, seq: int) -> str:
 
 
 def parse_event_id(value: str | None) -> tuple[str, int] | None:
-    """`"<stream>:<seq>"` → (stream, seq); None for anything else."""
+    """`"<stream>:<seq>"` → (stream, seq); None for anything else.
+
+    The seq must be ASCII digits: `str.isdigit()` alone accepts "²" (which `int()` refuses, a 500) and
+    other scripts' digits."""
     if not value:
         return None
     stream_id, sep, seq = value.strip().rpartition(":")
-    if not sep or not stream_id or not seq.isdigit() or len(seq) > 12:
+    if not sep or not stream_id or not (seq.isascii() and seq.isdigit()) or len(seq) > 12:
         return None
     return stream_id, int(seq)
 
 
 def encode(stream_id: str, event: Event) -> bytes:
     data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event_id(stream_id, event.seq)}\nevent: {event.type}\ndata: {data}\n\n".encode()
+    # A lone surrogate (an upstream may send "\\ud800") cannot be UTF-8: write it as the JSON escape it
+    # came from instead of failing the whole stream. Non-ASCII only occurs inside JSON strings here.
+    frame = f"id: {event_id(stream_id, event.seq)}\nevent: {event.type}\ndata: {data}\n\n"
+    return frame.encode("utf-8", errors="backslashreplace")
 
 
 def encode_retry(milliseconds: int) -> bytes:
