@@ -38,6 +38,16 @@ class _LogTransitions(pybreaker.CircuitBreakerListener):
         log.warning("circuit %s: %s -> %s (failures: %d)", cb.name, old, new_state.name, cb.fail_counter)
 
 
+class _CountTransitions(pybreaker.CircuitBreakerListener):
+    """Numbers the state periods: a permit records only in the period it was acquired in."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        self.count += 1
+
+
 class _Recorded(Exception):
     """Carries an upstream failure through pybreaker's `call()`, which records it and re-raises it."""
 
@@ -57,6 +67,7 @@ class Permit:
         self.breaker = breaker
         self.trial = trial
         self.resolved = False
+        self.period = breaker.transitions.count
 
     def succeed(self) -> None:
         if not self._resolve():
@@ -90,11 +101,12 @@ class Permit:
 
 class Breaker:
     def __init__(self, fail_max: int, reset_timeout: float, name: str = "upstream") -> None:
+        self.transitions = _CountTransitions()
         self.cb = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout,
             name=name,
-            listeners=[_LogTransitions()],
+            listeners=[_LogTransitions(), self.transitions],
             throw_new_error_on_trip=False,  # the call that trips raises its own error, recorded as such
         )
         self.trial_running = False
@@ -131,6 +143,8 @@ class Breaker:
         return Permit(self, trial=False)
 
     def records(self, permit: Permit) -> bool:
+        if permit.period != self.transitions.count:
+            return False  # acquired before the circuit opened (even if it has closed again since)
         state = self.state
         return state == CLOSED or (state == HALF_OPEN and permit.trial)
 

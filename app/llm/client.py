@@ -93,19 +93,29 @@ def _status_error(response: httpx.Response) -> UpstreamError:
     return errors.upstream_error(f"The writing service failed (HTTP {status}).")
 
 
+def _valid_unicode(text: str) -> str:
+    """JSON may carry a lone surrogate (`"\\ud800"`): no UTF-8 can encode it, so it becomes U+FFFD here,
+    once, before it reaches readers or the database."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+    return text
+
+
 def _text_of(content: Any) -> str:
     """`content` is null, a string, or a list of typed parts; only `text` parts reach readers (never
     `thinking`)."""
     if content is None:
         return ""
     if isinstance(content, str):
-        return content
+        return _valid_unicode(content)
     if isinstance(content, list):
         pieces = []
         for part in content:
             if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
                 pieces.append(part["text"])
-        return "".join(pieces)
+        return _valid_unicode("".join(pieces))
     raise errors.upstream_bad_response("The writing service sent content of an unknown shape.")
 
 
@@ -130,6 +140,15 @@ def _decode(sse: ServerSentEvent) -> dict[str, Any]:
     if "error" in chunk:
         raise errors.upstream_error("The writing service reported an error while writing.")
     return chunk
+
+
+async def _next_with_data(events: AsyncIterator[ServerSentEvent]) -> ServerSentEvent | None:
+    """The next event that has data. httpx-sse also dispatches a block without data once an `id:`, `event:`
+    or `retry:` field was seen (so a `: ping` after an `id:` became an empty event); WHATWG discards it."""
+    async for sse in events:
+        if sse.data:
+            return sse
+    return None
 
 
 class LLMClient:
@@ -200,7 +219,7 @@ class LLMClient:
         usage: Usage | None = None
         while True:
             if finish is None:
-                sse = await self._bounded(deadline, anext(events, None))
+                sse = await self._bounded(deadline, _next_with_data(events))
             else:
                 sse = await self._usage_wait(events)
             if sse is None or sse.data == "[DONE]":
@@ -247,7 +266,7 @@ class LLMClient:
         """After the finish reason, the text is complete: anything but a prompt usage chunk ends the wait."""
         try:
             async with asyncio.timeout(min(USAGE_GRACE_SECONDS, self.config.idle_timeout)):
-                return await anext(events, None)
+                return await _next_with_data(events)
         except (TimeoutError, httpx.HTTPError):
             return None
 
