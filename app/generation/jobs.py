@@ -102,6 +102,7 @@ class JobManager:
         self.jobs: dict[str, Job] = {}  # running and retained jobs, by id
         self.running: dict[JobKey, Job] = {}  # the one running job per key
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._starting = asyncio.Lock()
 
     # --- starting and joining -------------------------------------------------------------------------
 
@@ -115,23 +116,30 @@ class JobManager:
 
         Raises `RateLimited` (only a new generation counts; `client=None` for token holders) or
         `UpstreamError('upstream_unavailable')` while the circuit is open, before any job exists."""
-        job = self.find_running(facts.id, language, length)
-        if job is not None:
-            if origin == "api":
-                self._keep_alive(job)
-            return job
-        if client is not None:
-            retry_after = await self.limiter.hit(client)
-            if retry_after is not None:
-                raise RateLimited(retry_after)
-        permit = self.breaker.acquire()
-        job = Job(id=uuid.uuid4().hex, artist=facts, language=language, length=length, origin=origin)
-        await self.broker.create(job.id)
-        self.jobs[job.id] = job
-        self.running[job.key] = job
-        job.task = asyncio.create_task(self._run(job, permit), name=f"job-{job.id}")
-        if origin == "stream":
-            self._arm_grace(job)  # a stream that never attaches must not leave the job running
+        # One start at a time: between the check for a running job and its registration there are awaits
+        # (the rate limiter, the broker), and two readers arriving together must share one job.
+        async with self._starting:
+            job = self.find_running(facts.id, language, length)
+            if job is not None:
+                if origin == "api":
+                    self._keep_alive(job)
+                return job
+            if client is not None:
+                retry_after = await self.limiter.hit(client)
+                if retry_after is not None:
+                    raise RateLimited(retry_after)
+            permit = self.breaker.acquire()
+            job = Job(id=uuid.uuid4().hex, artist=facts, language=language, length=length, origin=origin)
+            try:
+                await self.broker.create(job.id)
+            except BaseException:
+                permit.release()  # no call was made: a trial permit must not stay taken
+                raise
+            self.jobs[job.id] = job
+            self.running[job.key] = job
+            job.task = asyncio.create_task(self._run(job, permit), name=f"job-{job.id}")
+            if origin == "stream":
+                self._arm_grace(job)  # a stream that never attaches must not leave the job running
         log.info("job %s started for artist %s (%s, %s)", job.id, facts.id, language, length)
         return job
 

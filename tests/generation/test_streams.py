@@ -287,6 +287,27 @@ class TestReaders:
         assert joined_text(first) == joined_text(second) == "".join(pieces)
         assert len(articles_stored(app_server)) == 1
 
+    def test_readers_arriving_at_the_same_instant_share_one_job(
+        self, app_server: LiveServer, upstream: Any
+    ) -> None:
+        upstream.script(completion(PIECES, delay=0.05))
+        artist_id = add_artist(app_server)
+        barrier = threading.Barrier(6)
+        job_ids: list[str] = []
+
+        def read() -> None:
+            with httpx.Client(base_url=app_server.url, timeout=10) as client:
+                barrier.wait(timeout=5)
+                job_ids.append(stream_events(client, stream_path(artist_id))[1][0].data["job_id"])
+
+        threads = [threading.Thread(target=read) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert len(job_ids) == 6 and len(set(job_ids)) == 1
+        assert len(upstream.requests) == 1
+
     def test_reader_leaving_then_upstream_closed_after_grace(self, make_app: MakeApp, upstream: Any) -> None:
         upstream.script(Reply(steps=[event(chunk(role="assistant")), event(chunk("Once ")), hang()]))
         grace = 0.3
