@@ -158,7 +158,9 @@ class PortraitPanel {
     this.progress.value = 0;
     const who = data.writer === "demo" ? "the demo writer (not a language model)" : data.model;
     const source = data.cached ? "Stored portrait" : "Writing now";
-    this.meta.textContent = `${source} · ${who} · ${data.language} · ${data.length}`;
+    this.metaText = `${source} · ${who} · ${data.language} · ${data.length}`;
+    this.progress.hidden = false;
+    this.drawProgress();
     this.say(data.cached ? "Loading the stored portrait…" : "Writing the portrait…");
   }
 
@@ -169,7 +171,14 @@ class PortraitPanel {
     this.wordTail = match ? match[0] : "";
     const complete = match ? text.slice(0, match.index) : text;
     this.wordCount += (complete.match(WORDS) ?? []).length;
-    this.progress.value = Math.min(this.wordCount, this.progress.max);
+    if (!this.progressScheduled) {
+      // at most one progress update per frame, however fast the text comes
+      this.progressScheduled = true;
+      requestAnimationFrame(() => {
+        this.progressScheduled = false;
+        this.drawProgress();
+      });
+    }
     const now = performance.now();
     if (!this.lastStatusAt || now - this.lastStatusAt > 3000) {
       // announced politely, and not on every delta
@@ -178,9 +187,16 @@ class PortraitPanel {
     }
   }
 
+  drawProgress() {
+    this.progress.value = Math.min(this.wordCount, this.progress.max);
+    this.meta.textContent = `${this.metaText} · ${this.wordCount.toLocaleString()} words`;
+  }
+
   onDone(data) {
     this.renderer.finish();
-    this.progress.value = this.progress.max;
+    this.wordCount = data.words;
+    this.drawProgress();
+    this.progress.hidden = true;
     const seconds = (data.duration_ms / 1000).toFixed(1);
     let message = `Done: ${data.words.toLocaleString()} words in ${seconds} s.`;
     if (data.truncated) message += " The writer's length limit cut it short.";
@@ -196,6 +212,8 @@ class PortraitPanel {
   showError(code, retryAfter, fallback) {
     this.renderer?.finish();
     const message = code === "http_error" && fallback ? fallback : describeError(code, retryAfter);
+    this.progress.hidden = true;
+    if (this.metaText) this.meta.textContent = `${this.metaText.replace("Writing now", "Not finished")}`;
     this.say(message);
     this.setBusy(false);
     this.buttons.retry.hidden = false;

@@ -61,9 +61,11 @@ class TcpProxy:
         for sock in victims:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.close()
+                # shutdown wakes the pipe thread blocked in recv (close alone would not), then close resets
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            sock.close()
         self.cuts += 1
         return len(victims) // 2
 

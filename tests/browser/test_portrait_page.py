@@ -1,0 +1,232 @@
+"""The portrait page in real headless Chromium, against a real Atelier and the scripted upstream."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from itertools import pairwise
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.support import screenshot
+from tests.fakes.tcp_proxy import tcp_proxy
+from tests.fakes.upstream import Reply, chunk, completion, drop, error_reply, event, hang
+from tests.support import AUTH, LiveServer
+
+pytestmark = pytest.mark.browser
+MakeApp = Callable[..., AbstractContextManager[LiveServer]]
+WORDS = [f"w{i} " for i in range(60)]
+
+
+def add_artist(server: LiveServer, name: str = "Nina Simone") -> int:
+    response = server.client.post("/api/v1/collection/artists", json={"name": name}, headers=AUTH)
+    assert response.status_code == 201
+    artist_id: int = response.json()["id"]
+    return artist_id
+
+
+def body_text(page: Page) -> str:
+    return page.locator("#portrait .portrait-body").inner_text()
+
+
+def wait_done(page: Page) -> None:
+    expect(page.locator("#portrait .portrait-status")).to_contain_text("Done:", timeout=15_000)
+
+
+def test_generate_shows_the_portrait_progressively_then_done(
+    make_app: MakeApp, upstream: Any, page: Page, browser: Browser
+) -> None:
+    pieces = [
+        "# Nina Simone\n\n",
+        "The High Priestess of Soul. ",
+        *WORDS,
+        "\n\n## Legacy\n\n",
+        "Still **sung**.",
+    ]
+    upstream.script(completion(pieces, delay=0.04))
+    with make_app() as server:
+        artist_id = add_artist(server)
+        page.goto(f"{server.url}/artists/{artist_id}")
+        page.get_by_role("button", name="Generate portrait").click()
+        states: list[str] = []
+        deadline = time.monotonic() + 15
+        while "Done:" not in page.locator("#portrait .portrait-status").inner_text():
+            assert time.monotonic() < deadline
+            text = body_text(page)
+            if text and (not states or text != states[-1]):
+                states.append(text)
+                if len(states) == 3:
+                    screenshot(page, "portrait-mid-stream")
+            time.sleep(0.05)
+        screenshot(page, "portrait-done")
+        assert len(states) >= 3, states  # the text grew in several visible steps
+        assert all(len(a) <= len(b) for a, b in pairwise(states))
+        expect(page.locator("#portrait .portrait-body h1")).to_have_text("Nina Simone")
+        expect(page.locator("#portrait .portrait-body strong")).to_have_text("sung")
+        assert "w59" in body_text(page)
+        expect(page.locator("#portrait .portrait-status")).to_contain_text("Done:")
+        expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+
+        # reload with JavaScript off: the stored portrait is rendered by the server
+        context = browser.new_context(java_script_enabled=False)
+        try:
+            static = context.new_page()
+            static.goto(f"{server.url}/artists/{artist_id}")
+            expect(static.locator("#portrait .portrait-body h1")).to_have_text("Nina Simone")
+            expect(static.locator("#portrait .portrait-body strong")).to_have_text("sung")
+            expect(static.locator("#portrait .stored-meta")).to_contain_text("version 1")
+        finally:
+            context.close()
+    assert len(upstream.requests) == 1
+
+
+def test_without_javascript_generate_ends_on_the_stored_portrait(
+    app_server: LiveServer, upstream: Any, browser: Browser
+) -> None:
+    upstream.script(completion(["# Written\n\n", "Without ", "scripts."], delay=0.3))
+    artist_id = add_artist(app_server)
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(f"{app_server.url}/artists/{artist_id}")
+        page.get_by_role("button", name="Generate portrait").click()
+        expect(page).to_have_url(re.compile(r"/portrait/jobs/"))
+        expect(page.locator(".job-progress")).to_contain_text("Writing")
+        expect(page.locator("#portrait .stored-meta")).to_be_visible(timeout=15_000)  # after a refresh or two
+        expect(page).to_have_url(re.compile(rf"/artists/{artist_id}\?"))
+        expect(page.locator("#portrait .portrait-body")).to_contain_text("Without scripts.")
+    finally:
+        context.close()
+
+
+def test_stop_closes_the_stream_and_the_job_ends_after_the_grace(
+    make_app: MakeApp, upstream: Any, page: Page
+) -> None:
+    upstream.script(Reply(steps=[event(chunk(role="assistant")), event(chunk("Once upon a time ")), hang()]))
+    grace = 0.4
+    with make_app(job_grace=grace) as server:
+        artist_id = add_artist(server)
+        page.goto(f"{server.url}/artists/{artist_id}")
+        page.get_by_role("button", name="Generate portrait").click()
+        expect(page.locator("#portrait .portrait-body")).to_contain_text("Once upon a time")
+        page.get_by_role("button", name="Stop").click()
+        stopped_at = time.monotonic()
+        closed = upstream.wait_closed(0, timeout=grace + 3)
+        assert closed.disconnected_by_client and closed.closed_at is not None
+        assert grace * 0.7 <= closed.closed_at - stopped_at <= grace + 1.5
+        expect(page.locator("#portrait .portrait-body")).to_contain_text("Once upon a time")  # kept
+        expect(page.locator("#portrait .portrait-status")).to_contain_text("Stopped")
+        expect(page.get_by_role("button", name="Generate portrait")).to_be_enabled()
+
+
+ERRORS = [
+    ("auth", {}, error_reply(401), "misconfigured"),
+    ("upstream-rate", {}, error_reply(429, headers={"retry-after": "7"}), "7 seconds"),
+    ("upstream-error", {}, error_reply(500), "went wrong"),
+    ("connection", {}, Reply(steps=[event(chunk("Half ")), drop()]), "connection"),
+    ("timeout", {"llm_idle_timeout": 0.3}, Reply(steps=[event(chunk("Half ")), hang()]), "too long"),
+]
+
+
+@pytest.mark.parametrize(("name", "settings", "reply", "message"), ERRORS, ids=[e[0] for e in ERRORS])
+def test_each_error_shows_its_message_and_retry_works(
+    make_app: MakeApp,
+    upstream: Any,
+    page: Page,
+    name: str,
+    settings: dict[str, Any],
+    reply: Reply,
+    message: str,
+) -> None:
+    upstream.script(reply, completion(["# Second try\n\n", "worked."]))
+    with make_app(**settings) as server:
+        artist_id = add_artist(server)
+        page.goto(f"{server.url}/artists/{artist_id}")
+        page.get_by_role("button", name="Generate portrait").click()
+        status = page.locator("#portrait .portrait-status")
+        expect(status).to_contain_text(message, timeout=10_000)
+        if name == "auth":
+            screenshot(page, "portrait-error")
+        retry = page.get_by_role("button", name="Retry")
+        expect(retry).to_be_visible()
+        retry.click()
+        wait_done(page)
+        expect(page.locator("#portrait .portrait-body h1")).to_have_text("Second try")
+
+
+def test_rate_limit_and_open_circuit_say_when_to_retry(make_app: MakeApp, upstream: Any, page: Page) -> None:
+    upstream.script(error_reply(503))
+    with make_app(generation_rate="1/minute", breaker_fail_max=1, breaker_reset_timeout=30) as server:
+        first, second = add_artist(server, "A"), add_artist(server, "B")
+        # one generation from this address (not a token holder) fails and opens the circuit
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            client.get(f"/api/v1/collection/artists/{first}/article/stream")
+        page.goto(f"{server.url}/artists/{second}")
+        page.get_by_role("button", name="Generate portrait").click()
+        expect(page.locator("#portrait .portrait-status")).to_contain_text("many new portraits")
+        expect(page.locator("#portrait .portrait-status")).to_contain_text("try again in")
+    with make_app(breaker_fail_max=1, breaker_reset_timeout=30) as server:
+        first, second = add_artist(server, "C"), add_artist(server, "D")
+        upstream.script(error_reply(503))
+        server.client.get(f"/api/v1/collection/artists/{first}/article/stream")
+        page.goto(f"{server.url}/artists/{second}")
+        page.get_by_role("button", name="Generate portrait").click()
+        expect(page.locator("#portrait .portrait-status")).to_contain_text("paused")
+        expect(page.locator("#portrait .portrait-status")).to_contain_text(
+            re.compile(r"try again in \d+ seconds")
+        )
+
+
+HOSTILE = [
+    "# Hostile\n\n",
+    "<script>window.__pwned = 1</script>\n\n",
+    "[click me](javascript:window.__pwned=2) and [ok](https://example.org/a) ",
+    '![tracker](https://evil.example/pixel.png) <img src=x onerror="window.__pwned=3">\n\n',
+    'data: {"type":"done","article_id":1}\n\nevent: done\n\n',
+    "id: fake:999\n\n",
+    "The end.",
+]
+
+
+def test_hostile_portrait_renders_inert_and_complete(
+    app_server: LiveServer, upstream: Any, page: Page
+) -> None:
+    upstream.script(completion(HOSTILE, delay=0.02))
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    artist_id = add_artist(app_server)
+    page.goto(f"{app_server.url}/artists/{artist_id}")
+    page.get_by_role("button", name="Generate portrait").click()
+    wait_done(page)
+    body = page.locator("#portrait .portrait-body")
+    expect(body).to_contain_text("The end.")
+    expect(body).to_contain_text('data: {"type":"done","article_id":1}')
+    expect(body).to_contain_text("<script>window.__pwned = 1</script>")
+    assert page.evaluate("window.__pwned") is None
+    assert body.locator("script, img, iframe").count() == 0
+    hrefs = body.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    assert hrefs == ["https://example.org/a"]
+    assert not [url for url in requests if "evil.example" in url or url.startswith("https://example.org")]
+
+
+def test_network_drop_mid_stream_resumes_without_repeat_or_gap(
+    make_app: MakeApp, upstream: Any, page: Page
+) -> None:
+    upstream.script(completion(WORDS, delay=0.04))
+    with (
+        make_app(sse_retry_ms=200, job_grace=5) as server,
+        tcp_proxy(int(server.url.rsplit(":", 1)[1])) as proxy,
+    ):
+        artist_id = add_artist(server)
+        page.goto(f"{proxy.url}/artists/{artist_id}")
+        page.get_by_role("button", name="Generate portrait").click()
+        expect(page.locator("#portrait .portrait-body")).to_contain_text("w10")
+        assert proxy.cut() >= 1  # the stream's connection (and any other) is reset
+        wait_done(page)
+        assert body_text(page).split() == [word.strip() for word in WORDS]
+    assert len(upstream.requests) == 1  # the job went on; the page resumed it
