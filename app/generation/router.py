@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from app.articles.models import Article
+from app.articles.service import ArticleService
 from app.auth import has_valid_token, require_token
 from app.catalog.models import Artist
 from app.catalog.service import catalog_service
 from app.deps import ArticlesDep, JobsDep, SessionmakerDep, SettingsDep
 from app.errors import AppError, NotFound, error_response
 from app.generation.jobs import Job, JobManager, RateLimited
-from app.generation.params import ArticleParamsDep, ResumeDep
+from app.generation.params import ArticleParams, ArticleParamsDep, ResumeDep
 from app.generation.ratelimit import client_address
 from app.generation.service import StreamPlan, StreamService, facts_of
 from app.llm.errors import UpstreamError
@@ -42,9 +45,24 @@ class SyncTimeout(AppError):
     message = "The portrait is still being written; follow the job instead."
 
 
-async def _artist(sessionmaker: Any, artist_id: int) -> Artist:
+async def _artist_and_stored(
+    request: Request,
+    sessionmaker: Any,
+    articles: ArticleService,
+    artist_id: int,
+    params: ArticleParams,
+    refresh: bool,
+) -> tuple[Artist, Article | None]:
+    """What every generation route decides before anything starts: 401 for a refresh without a token, 404
+    for an unknown artist, then the stored article (unless refreshing), in one short session."""
+    if refresh:
+        await require_token(request)
     async with sessionmaker() as session:
-        return await catalog_service.get(session, artist_id)
+        artist = await catalog_service.get(session, artist_id)
+        stored = None
+        if not refresh:
+            stored = await articles.find_latest(session, artist.id, params.language, params.length)
+    return artist, stored
 
 
 def _client(request: Request) -> str | None:
@@ -80,20 +98,15 @@ async def artist_stream(
     format: Annotated[Literal["sse", "markdown"], Query(description="markdown: the bare text")] = "sse",
 ) -> Response:
     """The portrait as Server-Sent Events: replayed if stored, else written live (joining a running job)."""
-    if refresh:
-        await require_token(request)
-    artist = await _artist(sessionmaker, artist_id)
+    artist, stored = await _artist_and_stored(request, sessionmaker, articles, artist_id, params, refresh)
     streams = StreamService(jobs, articles)
     if resume is not None and format == "sse":
         stream_id, seq = resume
         plan = await _resumed(streams, sessionmaker, artist, stream_id, seq)
         if plan is not None:
             return _respond(plan, format, settings.sse_retry_ms)
-    if not refresh:
-        async with sessionmaker() as session:
-            stored = await articles.find_latest(session, artist.id, params.language, params.length)
-        if stored is not None:
-            return _respond(streams.replay(stored, artist), format, settings.sse_retry_ms)
+    if stored is not None:
+        return _respond(streams.replay(stored, artist), format, settings.sse_retry_ms)
     plan = await streams.start(artist, params.language, params.length, client=_client(request))
     return _respond(plan, format, settings.sse_retry_ms)
 
@@ -190,21 +203,17 @@ async def start_job(
     refresh: bool = False,
 ) -> JSONResponse:
     """Asynchronous mode: the job runs to its end with or without readers; poll it or stream it."""
-    if refresh:
-        await require_token(request)
-    artist = await _artist(sessionmaker, artist_id)
-    if not refresh:
-        async with sessionmaker() as session:
-            stored = await articles.find_latest(session, artist.id, params.language, params.length)
-        if stored is not None:
-            body = {
-                "job_id": None,
-                "status": "done",
-                "article_id": stored.id,
-                "version": stored.version,
-                "article_url": f"/api/v1/collection/artists/{artist.id}/article?language={params.language}&length={params.length}",
-            }
-            return JSONResponse(body, status_code=200)
+    artist, stored = await _artist_and_stored(request, sessionmaker, articles, artist_id, params, refresh)
+    if stored is not None:
+        query = urlencode({"language": params.language, "length": params.length})
+        body = {
+            "job_id": None,
+            "status": "done",
+            "article_id": stored.id,
+            "version": stored.version,
+            "article_url": f"/api/v1/collection/artists/{artist.id}/article?{query}",
+        }
+        return JSONResponse(body, status_code=200)
     job = await _api_job(request, jobs, artist, params.language, params.length)
     return JSONResponse({"job_id": job.id, "status": job.status, **_job_urls(job.id)}, status_code=202)
 
@@ -221,13 +230,7 @@ async def generate_now(
     refresh: bool = False,
 ) -> JSONResponse:
     """Synchronous mode: the finished article, or 504 `timeout` with the job's URLs after ATELIER_SYNC_WAIT."""
-    if refresh:
-        await require_token(request)
-    artist = await _artist(sessionmaker, artist_id)
-    article = None
-    if not refresh:
-        async with sessionmaker() as session:
-            article = await articles.find_latest(session, artist.id, params.language, params.length)
+    artist, article = await _artist_and_stored(request, sessionmaker, articles, artist_id, params, refresh)
     if article is None:
         job = await _api_job(request, jobs, artist, params.language, params.length)
         try:
