@@ -60,7 +60,11 @@ def _enable_sqlite_foreign_keys(dbapi_connection: DBAPIConnection, _record: Conn
 def create_engine(database_url: str) -> AsyncEngine:
     if database_url.startswith("sqlite"):
         # SQLite: one writer at a time, so wait for the lock a while rather than failing at once.
-        engine = create_async_engine(database_url, connect_args={"timeout": 15})
+        # aiosqlite runs each connection in a thread; a burst of stream requests (each one short session)
+        # should not queue behind the default five.
+        engine = create_async_engine(
+            database_url, connect_args={"timeout": 15}, pool_size=20, max_overflow=40
+        )
         event.listen(engine.sync_engine, "connect", _enable_sqlite_foreign_keys)
         return engine
     return create_async_engine(database_url, pool_pre_ping=True)

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from app.streaming import sse
 from app.streaming.events import Event, EventType
 
 
@@ -52,7 +53,11 @@ class InProcessBroker:
         log = self._logs[stream_id]
         if log.closed:
             raise RuntimeError(f"stream {stream_id} is closed")
-        event = Event(seq=len(log.events) + 1, type=type_, data={"type": type_, **data})
+        seq = len(log.events) + 1
+        payload = {"type": type_, **data}
+        event = Event(
+            seq=seq, type=type_, data=payload, frame=sse.encode_frame(stream_id, seq, type_, payload)
+        )
         log.events.append(event)
         log.notify()
         return event

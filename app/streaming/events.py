@@ -15,6 +15,8 @@ class Event:
     seq: int
     type: EventType
     data: dict[str, Any]  # carries "type" too, so a reader that ignores SSE event names still knows
+    # The SSE frame, encoded once when the event is appended: a thousand readers of one job share it.
+    frame: bytes | None = None
 
     @property
     def terminal(self) -> bool:

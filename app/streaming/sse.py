@@ -7,6 +7,7 @@ inside strings, so model text can never end a line, forge a field, or look like 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from app.streaming.events import Event
 
@@ -34,10 +35,16 @@ def parse_event_id(value: str | None) -> tuple[str, int] | None:
 
 
 def encode(stream_id: str, event: Event) -> bytes:
-    data = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"))
+    if event.frame is not None:
+        return event.frame
+    return encode_frame(stream_id, event.seq, event.type, event.data)
+
+
+def encode_frame(stream_id: str, seq: int, type_: str, payload: dict[str, Any]) -> bytes:
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     # A lone surrogate (an upstream may send "\\ud800") cannot be UTF-8: write it as the JSON escape it
     # came from instead of failing the whole stream. Non-ASCII only occurs inside JSON strings here.
-    frame = f"id: {event_id(stream_id, event.seq)}\nevent: {event.type}\ndata: {data}\n\n"
+    frame = f"id: {event_id(stream_id, seq)}\nevent: {type_}\ndata: {data}\n\n"
     return frame.encode("utf-8", errors="backslashreplace")
 
 
