@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -96,6 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 articles=articles,
             )
             stack.push_async_callback(jobs.aclose)  # first out: running jobs end before their resources
+            # Everything built so far lives as long as the process: move it out of the garbage collector's
+            # reach, so full collections (which pause every stream) only walk what streams allocate.
+            gc.freeze()
             yield AppState(
                 settings=settings,
                 engine=engine,

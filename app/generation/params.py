@@ -20,7 +20,7 @@ class ArticleParams:
     length: str
 
 
-def article_params(
+async def article_params(
     settings: SettingsDep,
     language: Annotated[str | None, Query(max_length=10, description="One of ATELIER_LANGUAGES")] = None,
     length: Annotated[
@@ -39,7 +39,7 @@ def article_params(
 ArticleParamsDep = Annotated[ArticleParams, Depends(article_params)]
 
 
-def resume_from(
+async def resume_from(
     last_event_id: Annotated[
         str | None, Query(max_length=200, description="For clients that cannot set headers")
     ] = None,
