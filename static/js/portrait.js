@@ -195,6 +195,7 @@ class PortraitPanel {
   onDone(data) {
     this.renderer.finish();
     this.wordCount = data.words;
+    this.metaText = this.metaText.replace("Writing now", "Written");
     this.drawProgress();
     this.progress.hidden = true;
     const seconds = (data.duration_ms / 1000).toFixed(1);
