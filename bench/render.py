@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import statistics
@@ -47,19 +46,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (after the path is set)
+
 STATIC = ROOT / "static"
 RESULTS = Path(__file__).resolve().parent / "results"
-CHROMIUM = os.environ.get("ATELIER_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 ORIGIN = "http://atelier.test"
 PAGE = """<!doctype html>
 <html lang="en"><meta charset="utf-8"><title>render bench</title>

@@ -12,18 +12,7 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("ATELIER_TEST_CHROMIUM", "/usr/bin/chromium")
-# Without the background-networking flags, Chromium tries to reach Google's hosts at every start.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS
 
 
 # Module scope, not session: Playwright's sync API keeps an asyncio loop running in the main thread while

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+# Debian's Chromium, shared by the browser tests and bench/render.py.
+CHROMIUM = os.environ.get("ATELIER_TEST_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags, Chromium tries to reach Google's hosts at every start.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "artifacts" / "screenshots"
 
 
