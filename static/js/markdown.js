@@ -680,6 +680,45 @@ function morph(target, source) {
   return target;
 }
 
+// Text that, appended to the end of an open paragraph, only adds to its last text node: nothing that
+// could open or close inline markup, start a line, or be changed by markdown-it's input normalization.
+const PLAIN_TEXT = /^[^\n\r\0*_~`[\]!<>&\\|#]*$/;
+// The end of a block's HTML when it ends with text in a paragraph (or a tight list item): the text's
+// closing tag, then only the closing tags of the containers around it.
+const TEXT_AT_END = /[^>]<\/(p|li)>\n(?:<\/(?:li|ul|ol|blockquote)>\n)*$/;
+const LETTER_FIRST = /^\p{L}/u;
+const TRAILING_WHITESPACE = /\s*$/;
+
+/**
+ * Where plain text appended to `source` would go, if it can only extend the last text node of the open
+ * block (so the next flush can skip the parse): the repair changed nothing, the block ends with text in
+ * a paragraph or tight list item, and the last line is past its block-level start (its content starts
+ * with a letter) and does not end in a character that plain text could change the meaning of.
+ * @param {{html: string, nodes: Node[]}} entry the open block at the end
+ * @param {string} source all the text so far
+ * @param {(s: string) => string} escapeHtml
+ * @returns {{entry: object, node: Text, at: number, whitespace: string} | null}
+ */
+function plainTextEnd(entry, source, escapeHtml) {
+  const lastLine = source.slice(source.lastIndexOf("\n") + 1);
+  if (!LETTER_FIRST.test(shape(lastLine).rest) || !PLAIN_TEXT.test(lastLine.at(-1))) return null;
+  const end = TEXT_AT_END.exec(entry.html);
+  if (!end) return null;
+  const at = end.index + 1; // where the visible text ends in the HTML
+  // the last text node, past the newlines markdown-it writes after closing tags
+  const lastNode = (node) => {
+    while (node?.nodeType === Node.TEXT_NODE && node.data === "\n") node = node.previousSibling;
+    return node;
+  };
+  let node = lastNode(entry.nodes.at(-1));
+  while (node?.nodeType === Node.ELEMENT_NODE) node = lastNode(node.lastChild);
+  if (node?.nodeType !== Node.TEXT_NODE || node.parentNode.localName !== end[1]) return null;
+  // the node holds exactly the text the HTML ends with
+  const text = escapeHtml(node.data);
+  if (entry.html.slice(at - text.length, at) !== text || entry.html[at - text.length - 1] !== ">") return null;
+  return { entry, node, at, whitespace: TRAILING_WHITESPACE.exec(lastLine)[0] };
+}
+
 /**
  * Renders markdown into `container` while it streams in. Blocks that can no longer change are
  * rendered once and their DOM nodes are never touched again; only the open block at the end is
@@ -699,21 +738,27 @@ export class IncrementalRenderer {
   #finished = false;
   #generation = 0;
   #scratch;
+  #flushed = 0; // length of #source at the last flush
+  #plainEnd = null; // where plain text can go without a parse (see plainTextEnd), or null
+  #fastPath;
 
   /**
-   * Counters for tests and benchmarks: flushes, characters parsed, blocks committed, and flushes whose
-   * DOM change was patched in place (rather than re-parsed from HTML).
+   * Counters for tests and benchmarks: flushes, characters parsed, blocks committed, flushes whose DOM
+   * change was patched in place (rather than re-parsed from HTML), and flushes that only appended plain
+   * text to the open paragraph (no parse at all).
    */
-  stats = { flushes: 0, parsedChars: 0, committedBlocks: 0, patches: 0 };
+  stats = { flushes: 0, parsedChars: 0, committedBlocks: 0, patches: 0, plainAppends: 0 };
 
   /**
    * @param {Element} container where the HTML goes (its children are replaced)
-   * @param {{md?: object, schedule?: (callback: () => void) => void}} [options]
+   * @param {{md?: object, schedule?: (callback: () => void) => void, fastPath?: boolean}} [options]
+   *   `fastPath: false` parses on every flush (to check the fast path against)
    */
-  constructor(container, { md = createMarkdown(), schedule = (cb) => requestAnimationFrame(cb) } = {}) {
+  constructor(container, { md = createMarkdown(), schedule = (cb) => requestAnimationFrame(cb), fastPath = true } = {}) {
     this.#container = container;
     this.#md = md;
     this.#schedule = schedule;
+    this.#fastPath = fastPath;
     // a detached element of the same document: its parsed nodes need no adoption when moved in
     this.#scratch = container.ownerDocument.createElement("div");
     container.replaceChildren();
@@ -747,6 +792,7 @@ export class IncrementalRenderer {
       this.#committed = 0;
       this.#live = [];
       this.#committedHtml = [];
+      this.#flushed = 0;
       this.#container.replaceChildren();
     }
     this.#source += text;
@@ -765,11 +811,17 @@ export class IncrementalRenderer {
   flushNow() {
     if (!this.#dirty || this.#finished) return;
     this.#dirty = false;
+    const added = this.#source.slice(this.#flushed);
+    this.#flushed = this.#source.length;
+    this.stats.flushes++;
+    if (this.#plainEnd && PLAIN_TEXT.test(added)) {
+      this.#appendPlain(added);
+      return;
+    }
     const tail = this.#source.slice(this.#committed);
     const { text, from } = repair(tail);
     const env = {};
     const tokens = this.#md.parse(text, env);
-    this.stats.flushes++;
     this.stats.parsedChars += text.length;
 
     const blocks = topLevelBlocks(tokens);
@@ -793,6 +845,28 @@ export class IncrementalRenderer {
       this.#committed += starts[commitLine];
       this.stats.committedBlocks += commit;
     }
+    const last = this.#live.at(-1);
+    this.#plainEnd =
+      this.#fastPath && last && text === tail ? plainTextEnd(last, tail, this.#md.utils.escapeHtml) : null;
+  }
+
+  /**
+   * The fast path: `added` (plain text, see PLAIN_TEXT) goes at the end of the open paragraph's text,
+   * exactly as a parse would put it there. Whitespace at the end is held back, as markdown-it trims
+   * it at the end of a paragraph, and shown once more text follows it.
+   * @param {string} added
+   */
+  #appendPlain(added) {
+    const end = this.#plainEnd;
+    const text = end.whitespace + added;
+    end.whitespace = TRAILING_WHITESPACE.exec(text)[0];
+    const visible = text.slice(0, text.length - end.whitespace.length);
+    if (!visible) return;
+    const html = this.#md.utils.escapeHtml(visible);
+    end.node.appendData(visible);
+    end.entry.html = end.entry.html.slice(0, end.at) + html + end.entry.html.slice(end.at);
+    end.at += html.length;
+    this.stats.plainAppends++;
   }
 
   /**
@@ -839,6 +913,7 @@ export class IncrementalRenderer {
     this.#dirty = false;
     this.#finished = true;
     this.#live = [];
+    this.#plainEnd = null;
     const html = this.#md.render(this.#source);
     this.#committedHtml = [html];
     this.#container.innerHTML = html;
@@ -852,9 +927,11 @@ export class IncrementalRenderer {
     this.#finished = false;
     this.#source = "";
     this.#committed = 0;
+    this.#flushed = 0;
+    this.#plainEnd = null;
     this.#live = [];
     this.#committedHtml = [];
-    this.stats = { flushes: 0, parsedChars: 0, committedBlocks: 0, patches: 0 };
+    this.stats = { flushes: 0, parsedChars: 0, committedBlocks: 0, patches: 0, plainAppends: 0 };
     this.#container.replaceChildren();
   }
 }

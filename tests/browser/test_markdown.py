@@ -102,7 +102,28 @@ HARNESS = """async () => {
       stats: { ...renderer.stats },
     };
   };
-  window.T = { M, md, stream, fresh, normalize };
+  // Stream `chunks` into two renderers, with and without the plain-text fast path: after every flush
+  // both must hold the same HTML and the same DOM.
+  const twin = (chunks) => {
+    const make = (fastPath) => {
+      const container = fresh().appendChild(document.createElement("div"));
+      return { container, renderer: new M.IncrementalRenderer(container, { md, schedule: () => {}, fastPath }) };
+    };
+    const fast = make(true);
+    const slow = make(false);
+    const mismatches = [];
+    for (const chunk of chunks) {
+      for (const { renderer } of [fast, slow]) {
+        renderer.append(chunk);
+        renderer.flushNow();
+      }
+      if (fast.renderer.html !== slow.renderer.html || fast.container.innerHTML !== slow.container.innerHTML) {
+        mismatches.push({ source: fast.renderer.source, fast: fast.container.innerHTML, slow: slow.container.innerHTML });
+      }
+    }
+    return { mismatches: mismatches.slice(0, 3), stats: fast.renderer.stats };
+  };
+  window.T = { M, md, stream, twin, fresh, normalize };
 }"""
 
 DOCUMENTS: dict[str, str] = {
@@ -366,6 +387,61 @@ def test_finish_reset_and_appending_after_finish(md_page: Page) -> None:
     assert result[0] == server_html(md_page, "[a][r]\n\n[r]: /x\n")
     assert result[1].endswith("<p>more <strong>text</strong></p>\n")
     assert result[2:] == ["", ""]
+
+
+# Block and inline contexts that plain words may follow, and the words themselves (with the spaces,
+# quotes, digits and punctuation that plain text may hold).
+PLAIN_CONTEXTS = [
+    *[
+        "Para ",
+        "- item ",
+        "* star item ",
+        "1. one ",
+        "> quote ",
+        "  lazy ",
+        "\n",
+        "\n\n",
+        "text  \n",
+        "hard\\\n",
+    ],
+    *["**bold** ", "*em* ", "_u_", "a_b ", "[link](/x) ", "`code` ", "&amp; ", "# Head ", "| a | b |\n"],
+    *["```\n", "```\n", "    code ", "- ", "10) ", "x ", "\t", "~~s~~ ", "*", "!", "<", "Foo\n---\n"],
+]
+PLAIN_WORDS = [
+    "word ",
+    "more words ",
+    "and, then; ",
+    "'quoted' ",
+    '"double" ',
+    "(aside) ",
+    "1999 ",
+    "  ",
+    "x",
+]
+
+
+def test_the_plain_text_fast_path_renders_what_a_parse_renders(md_page: Page) -> None:
+    rng = random.Random(99)
+    plain_appends = 0
+    for _ in range(120):
+        parts = []
+        for _ in range(rng.randint(4, 30)):
+            parts.append(rng.choice(PLAIN_CONTEXTS) if rng.random() < 0.3 else rng.choice(PLAIN_WORDS))
+        document = "".join(parts)
+        result = md_page.evaluate("chunks => T.twin(chunks)", chunked(document, rng, rng.choice([1, 4, 12])))
+        assert result["mismatches"] == [], document
+        plain_appends += result["stats"]["plainAppends"]
+    assert plain_appends > 500  # the fast path was taken, and often
+
+
+def test_plain_words_in_a_paragraph_skip_the_parse(md_page: Page) -> None:
+    words = ["The ", "portrait ", "opens ", "in ", "Lisbon, ", "1998: ", '"a ', 'city" ', "of ", "light. "]
+    chunks = ["Intro\n\n", *words, "**Bold** ", *words, "\n\n- item ", *words]
+    result = stream(md_page, chunks)
+    assert result["violations"] == []
+    assert result["before"]["html"] == result["after"] == server_html(md_page, "".join(chunks))
+    # after the first word of each run, the rest are appended without a parse
+    assert result["stats"]["plainAppends"] >= 3 * (len(words) - 2)
 
 
 def test_cost_is_linear_in_the_length(md_page: Page) -> None:
