@@ -7,6 +7,8 @@ import { PortraitStream } from "./stream.js";
 
 const TOKEN_KEY = "atelier.apiToken";
 const WORDS = /[\p{L}\p{N}]+/gu;
+// How close to the end of the page (in CSS pixels) counts as "at the end", where the page follows the text.
+const FOLLOW_SLACK_PX = 48;
 
 /** A message a person can act on, for each error code of the stream. */
 function describeError(code, retryAfter) {
@@ -73,10 +75,8 @@ class PortraitPanel {
     });
     this.buttons.stop.addEventListener("click", () => this.stopReading());
     this.buttons.retry.addEventListener("click", () => this.start(this.lastRequest ?? { refresh: false }));
-    if (this.buttons.regenerate) {
-      this.buttons.regenerate.hidden = false;
-      this.buttons.regenerate.addEventListener("click", () => this.regenerate());
-    }
+    this.buttons.regenerate.hidden = this.root.dataset.stored !== "1";
+    this.buttons.regenerate.addEventListener("click", () => this.regenerate());
     const jobStream = this.root.closest("[data-job-stream]")?.dataset.jobStream;
     if (jobStream) {
       this.follow(jobStream); // the job page: follow the job live instead of refreshing
@@ -149,7 +149,7 @@ class PortraitPanel {
       // a new stream (not a resumed one): start the text afresh
       this.streamId = streamId;
       this.body.replaceChildren();
-      this.renderer = new IncrementalRenderer(this.body);
+      this.renderer = new IncrementalRenderer(this.body, { schedule: (flush) => this.scheduleFlush(flush) });
       this.wordCount = 0;
       this.wordTail = "";
     }
@@ -162,6 +162,21 @@ class PortraitPanel {
     this.progress.hidden = false;
     this.drawProgress();
     this.say(data.cached ? "Loading the stored portrait…" : "Writing the portrait…");
+  }
+
+  /**
+   * One DOM update per animation frame; a reader who is at the end of the page stays there as the
+   * portrait grows, and one who scrolled anywhere else is left alone.
+   */
+  scheduleFlush(flush) {
+    requestAnimationFrame(() => {
+      const page = document.scrollingElement;
+      const following = page.scrollHeight - page.clientHeight - page.scrollTop <= FOLLOW_SLACK_PX;
+      flush();
+      if (following && page.scrollHeight - page.clientHeight > page.scrollTop) {
+        page.scrollTop = page.scrollHeight;
+      }
+    });
   }
 
   countWords(delta) {
@@ -205,7 +220,7 @@ class PortraitPanel {
     this.setBusy(false);
     this.root.dataset.stored = "1";
     if (this.buttons.generate) this.buttons.generate.hidden = true;
-    if (this.buttons.regenerate) this.buttons.regenerate.hidden = false;
+    this.buttons.regenerate.hidden = false;
     const artistUrl = this.root.closest("[data-artist-url]")?.dataset.artistUrl;
     if (artistUrl) history.replaceState(null, "", artistUrl);
   }

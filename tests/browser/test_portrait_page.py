@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser.support import screenshot
 from tests.fakes.tcp_proxy import tcp_proxy
 from tests.fakes.upstream import Reply, chunk, completion, drop, error_reply, event, hang
-from tests.support import AUTH, LiveServer
+from tests.support import AUTH, TOKEN, LiveServer
 
 pytestmark = pytest.mark.browser
 MakeApp = Callable[..., AbstractContextManager[LiveServer]]
@@ -230,3 +230,85 @@ def test_network_drop_mid_stream_resumes_without_repeat_or_gap(
         wait_done(page)
         assert body_text(page).split() == [word.strip() for word in WORDS]
     assert len(upstream.requests) == 1  # the job went on; the page resumed it
+
+
+def test_regenerate_asks_for_the_token_once_and_sends_it_as_a_header(
+    app_server: LiveServer, upstream: Any, page: Page
+) -> None:
+    upstream.script(*(completion([f"# Version {n}\n\n", "Written."]) for n in (1, 2, 3)))
+    artist_id = add_artist(app_server)
+    answers = iter(["not-the-token", TOKEN])
+    prompts: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        prompts.append(dialog.message)
+        dialog.accept(next(answers))
+
+    page.on("dialog", answer)
+    streams: list[tuple[str, str | None]] = []
+    page.on(
+        "request",
+        lambda request: (
+            streams.append((request.url, request.headers.get("authorization")))
+            if "/stream" in request.url
+            else None
+        ),
+    )
+    page.goto(f"{app_server.url}/artists/{artist_id}")
+    regenerate = page.get_by_role("button", name="Regenerate")
+    expect(regenerate).to_be_hidden()  # nothing stored yet
+    page.get_by_role("button", name="Generate portrait").click()
+    wait_done(page)
+    expect(regenerate).to_be_visible()  # without a reload
+    expect(page.get_by_role("button", name="Generate portrait")).to_be_hidden()
+
+    body = page.locator("#portrait .portrait-body h1")
+    status = page.locator("#portrait .portrait-status")
+    regenerate.click()  # asks; the wrong token is refused and forgotten
+    expect(status).to_contain_text("token was refused")
+    assert page.evaluate("sessionStorage.getItem('atelier.apiToken')") is None
+    regenerate.click()  # asks again
+    expect(body).to_have_text("Version 2")
+    expect(status).to_contain_text("Done:")
+    regenerate.click()  # kept for the tab: no question this time
+    expect(body).to_have_text("Version 3")
+    expect(status).to_contain_text("Done:")
+
+    assert len(prompts) == 2 and "token" in prompts[0]
+    assert page.evaluate("sessionStorage.getItem('atelier.apiToken')") == TOKEN
+    refreshes = [(url, auth) for url, auth in streams if "refresh=true" in url]
+    assert [auth for _, auth in refreshes] == ["Bearer not-the-token", f"Bearer {TOKEN}", f"Bearer {TOKEN}"]
+    assert not any(TOKEN in url for url, _ in streams)
+    versions = app_server.client.get(f"/api/v1/collection/artists/{artist_id}/article/versions").json()
+    assert [v["version"] for v in versions["items"]] == [3, 2, 1]
+
+
+def test_the_page_follows_the_text_only_for_a_reader_at_the_end(
+    app_server: LiveServer, upstream: Any, page: Page
+) -> None:
+    paragraphs = [f"Paragraph {n}: " + "words that fill the line " * 12 + "\n\n" for n in range(150)]
+    upstream.script(completion(paragraphs, delay=0.03))
+    artist_id = add_artist(app_server)
+    page.goto(f"{app_server.url}/artists/{artist_id}")
+    page.get_by_role("button", name="Generate portrait").click()
+    height = "document.scrollingElement.scrollHeight"
+    gap = "(() => { const e = document.scrollingElement; return e.scrollHeight - e.clientHeight - e.scrollTop })()"
+
+    def wait_until(condition: str) -> None:
+        # polled from here: wait_for_function would evaluate a string, which the page's CSP forbids
+        deadline = time.monotonic() + 10
+        while not page.evaluate(condition):
+            assert time.monotonic() < deadline, condition
+            time.sleep(0.02)
+
+    def grows_by(pixels: int) -> None:
+        wait_until(f"{height} > {page.evaluate(height) + pixels}")
+
+    wait_until(f"{height} > document.scrollingElement.clientHeight + 300")
+    page.evaluate(f"window.scrollTo(0, {height})")  # the reader goes to the end...
+    grows_by(600)
+    assert page.evaluate(gap) <= 48  # ...and the page keeps them there
+    page.evaluate("window.scrollTo(0, 200)")  # the reader scrolls back up...
+    grows_by(600)
+    assert page.evaluate("document.scrollingElement.scrollTop") == 200  # ...and stays where they are
+    assert "Done:" not in page.locator("#portrait .portrait-status").inner_text()  # all while streaming
