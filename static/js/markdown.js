@@ -683,40 +683,54 @@ function morph(target, source) {
 // Text that, appended to the end of an open paragraph, only adds to its last text node: nothing that
 // could open or close inline markup, start a line, or be changed by markdown-it's input normalization.
 const PLAIN_TEXT = /^[^\n\r\0*_~`[\]!<>&\\|#]*$/;
-// The end of a block's HTML when it ends with text in a paragraph (or a tight list item): the text's
+// The end of a block's HTML when it ends inside a paragraph (or a tight list item): that element's
 // closing tag, then only the closing tags of the containers around it.
-const TEXT_AT_END = /[^>]<\/(p|li)>\n(?:<\/(?:li|ul|ol|blockquote)>\n)*$/;
-const LETTER_FIRST = /^\p{L}/u;
+const TEXT_AT_END = /<\/(p|li|h[1-6])>\n((?:<\/(?:li|ul|ol|blockquote)>\n)*)$/;
+// A line whose block is settled: text starting with a letter (a paragraph's, an item's), or a heading's.
+const SETTLED_LINE = /^(?:#{1,6}[ \t]+)?\p{L}/u;
 const TRAILING_WHITESPACE = /\s*$/;
 
+/** A node's last child, past the newlines markdown-it writes after closing tags. */
+function lastChildOf(node) {
+  let child = node.lastChild;
+  while (child?.nodeType === Node.TEXT_NODE && child.data === "\n") child = child.previousSibling;
+  return child;
+}
+
 /**
- * Where plain text appended to `source` would go, if it can only extend the last text node of the open
- * block (so the next flush can skip the parse): the repair changed nothing, the block ends with text in
- * a paragraph or tight list item, and the last line is past its block-level start (its content starts
- * with a letter) and does not end in a character that plain text could change the meaning of.
+ * Where plain text appended to `source` would go, if it can only extend the text at the end of the
+ * open block (so the next flush can skip the parse): the repair changed nothing, the block ends inside
+ * a paragraph, tight list item or heading (after its text, or after inline markup such as
+ * `<strong>…</strong>`), and the last line is past its block-level start (its content starts with a
+ * letter) and does not end in a character that plain text could change the meaning of.
  * @param {{html: string, nodes: Node[]}} entry the open block at the end
- * @param {string} source all the text so far
+ * @param {string} source the text of the open block (and anything before it)
  * @param {(s: string) => string} escapeHtml
- * @returns {{entry: object, node: Text, at: number, whitespace: string} | null}
+ * @returns {{entry: object, element: Element, node: Text | null, at: number, whitespace: string} | null}
  */
 function plainTextEnd(entry, source, escapeHtml) {
   const lastLine = source.slice(source.lastIndexOf("\n") + 1);
-  if (!LETTER_FIRST.test(shape(lastLine).rest) || !PLAIN_TEXT.test(lastLine.at(-1))) return null;
+  if (!SETTLED_LINE.test(shape(lastLine).rest) || !PLAIN_TEXT.test(lastLine.at(-1))) return null;
   const end = TEXT_AT_END.exec(entry.html);
   if (!end) return null;
-  const at = end.index + 1; // where the visible text ends in the HTML
-  // the last text node, past the newlines markdown-it writes after closing tags
-  const lastNode = (node) => {
-    while (node?.nodeType === Node.TEXT_NODE && node.data === "\n") node = node.previousSibling;
-    return node;
-  };
-  let node = lastNode(entry.nodes.at(-1));
-  while (node?.nodeType === Node.ELEMENT_NODE) node = lastNode(node.lastChild);
-  if (node?.nodeType !== Node.TEXT_NODE || node.parentNode.localName !== end[1]) return null;
-  // the node holds exactly the text the HTML ends with
-  const text = escapeHtml(node.data);
-  if (entry.html.slice(at - text.length, at) !== text || entry.html[at - text.length - 1] !== ">") return null;
-  return { entry, node, at, whitespace: TRAILING_WHITESPACE.exec(lastLine)[0] };
+  const at = end.index; // where the paragraph's content ends in the HTML
+  // the paragraph: as deep in the block's last element as there are closing tags after its own
+  let element = entry.nodes.at(-1);
+  if (element?.nodeType === Node.TEXT_NODE && element.data === "\n") element = element.previousSibling;
+  for (let depth = end[2].split("</").length - 1; depth > 0 && element; depth--) element = lastChildOf(element);
+  if (element?.nodeType !== Node.ELEMENT_NODE || element.localName !== end[1]) return null;
+  const last = lastChildOf(element);
+  const before = entry.html.slice(0, at);
+  let node = null;
+  if (last?.nodeType === Node.TEXT_NODE) {
+    // the node holds exactly the text the HTML ends with
+    const text = escapeHtml(last.data);
+    if (!before.endsWith(text) || before[before.length - text.length - 1] !== ">") return null;
+    node = last;
+  } else if (last?.nodeType !== Node.ELEMENT_NODE || !before.endsWith(`</${last.localName}>`)) {
+    return null; // empty, or ending with something other than inline markup
+  }
+  return { entry, element, node, at, whitespace: TRAILING_WHITESPACE.exec(lastLine)[0] };
 }
 
 /**
@@ -863,7 +877,8 @@ export class IncrementalRenderer {
     const visible = text.slice(0, text.length - end.whitespace.length);
     if (!visible) return;
     const html = this.#md.utils.escapeHtml(visible);
-    end.node.appendData(visible);
+    if (end.node) end.node.appendData(visible);
+    else end.node = end.element.appendChild(this.#container.ownerDocument.createTextNode(visible));
     end.entry.html = end.entry.html.slice(0, end.at) + html + end.entry.html.slice(end.at);
     end.at += html.length;
     this.stats.plainAppends++;
@@ -910,13 +925,16 @@ export class IncrementalRenderer {
     if (this.#finished) return;
     this.#generation++;
     this.#pending = false;
-    this.#dirty = false;
     this.#finished = true;
+    const shown = this.#dirty ? null : this.html;
+    this.#dirty = false;
     this.#live = [];
     this.#plainEnd = null;
     const html = this.#md.render(this.#source);
+    // Usually the DOM already shows exactly this: then rewriting it would only cost a layout of the
+    // whole portrait (~15 ms for 20,000 characters), a dropped frame at the end of every stream.
+    if (html !== shown) this.#container.innerHTML = html;
     this.#committedHtml = [html];
-    this.#container.innerHTML = html;
   }
 
   /** Forget everything and empty the container. */

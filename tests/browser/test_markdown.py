@@ -404,7 +404,18 @@ PLAIN_CONTEXTS = [
         "text  \n",
         "hard\\\n",
     ],
-    *["**bold** ", "*em* ", "_u_", "a_b ", "[link](/x) ", "`code` ", "&amp; ", "# Head ", "| a | b |\n"],
+    *[
+        "**bold** ",
+        "*em* ",
+        "_u_",
+        "__b__. ",
+        "a_b ",
+        "[link](/x) ",
+        "`code` ",
+        "&amp; ",
+        "# Head ",
+        "| a | b |\n",
+    ],
     *["```\n", "```\n", "    code ", "- ", "10) ", "x ", "\t", "~~s~~ ", "*", "!", "<", "Foo\n---\n"],
 ]
 PLAIN_WORDS = [
@@ -442,6 +453,32 @@ def test_plain_words_in_a_paragraph_skip_the_parse(md_page: Page) -> None:
     assert result["before"]["html"] == result["after"] == server_html(md_page, "".join(chunks))
     # after the first word of each run, the rest are appended without a parse
     assert result["stats"]["plainAppends"] >= 3 * (len(words) - 2)
+
+
+def test_finish_leaves_the_dom_alone_when_it_already_shows_the_full_render(md_page: Page) -> None:
+    result = md_page.evaluate(
+        """([complete, withReference]) => {
+          const mutationsAtFinish = (source) => {
+            const container = T.fresh();
+            const renderer = new T.M.IncrementalRenderer(container, { schedule: () => {} });
+            for (const word of source.split(/(?<= )/)) {
+              renderer.append(word);
+              renderer.flushNow();
+            }
+            const observer = new MutationObserver(() => {});
+            observer.observe(container, { subtree: true, childList: true, characterData: true });
+            renderer.finish();
+            const records = observer.takeRecords().length;
+            observer.disconnect();
+            return [records, container.innerHTML];
+          };
+          return [mutationsAtFinish(complete), mutationsAtFinish(withReference)];
+        }""",
+        [DOCUMENTS["portrait"], "See [the site][s] for more.\n\n[s]: https://example.org\n"],
+    )
+    (untouched, html), (rewritten, linked) = result
+    assert untouched == 0 and html == server_html(md_page, DOCUMENTS["portrait"])
+    assert rewritten > 0 and 'href="https://example.org"' in linked  # a late definition changes earlier text
 
 
 def test_cost_is_linear_in_the_length(md_page: Page) -> None:
