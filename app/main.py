@@ -27,6 +27,7 @@ from app.llm.breaker import Breaker
 from app.llm.client import LLMClient, UpstreamConfig
 from app.llm.demo import create_demo_app
 from app.llm.sidecar import serve_beside
+from app.llm.transport import upstream_http_client
 from app.settings import Settings, get_settings
 from app.streaming.broker import InProcessBroker
 from app.web.router import router as web_router
@@ -49,7 +50,8 @@ class AppState(TypedDict):
 
 
 # Enough connections for every generation we would ever run at once; a pool wait beyond that is bounded.
-UPSTREAM_POOL = httpx.Limits(max_connections=1024, max_keepalive_connections=64)
+UPSTREAM_CONNECTIONS = 1024
+UPSTREAM_KEEPALIVE = 64
 
 
 def upstream_config(settings: Settings, base_url: str) -> UpstreamConfig:
@@ -74,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             engine = create_engine(settings.database_url)
             stack.push_async_callback(engine.dispose)
-            http = httpx.AsyncClient(limits=UPSTREAM_POOL, timeout=httpx.Timeout(30, pool=10))
+            http = upstream_http_client(UPSTREAM_CONNECTIONS, UPSTREAM_KEEPALIVE, pool_timeout=10)
             stack.push_async_callback(http.aclose)
             if settings.llm_base_url:
                 base_url, writer = settings.llm_base_url, "upstream"

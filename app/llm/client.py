@@ -23,6 +23,7 @@ from httpx_sse import EventSource, ServerSentEvent
 
 from app.llm import errors
 from app.llm.errors import UpstreamError
+from app.llm.transport import TRANSPORT_ERRORS, transport_error
 
 # After finish_reason, OpenAI-style servers may still send a `choices: []` chunk with usage; wait a little.
 USAGE_GRACE_SECONDS = 2.0
@@ -207,11 +208,9 @@ class LLMClient:
                 stack.push_async_callback(events.aclose)
                 async for chunk in self._chunks(events, deadline):
                     yield chunk
-            except httpx.TimeoutException:
-                raise errors.upstream_timeout("The writing service did not answer in time.") from None
-            except httpx.HTTPError:
-                # Refused, reset, or closed mid-stream: the URL and the key stay out of the message.
-                raise errors.upstream_connection("The connection to the writing service failed.") from None
+            except TRANSPORT_ERRORS as exc:
+                # Timed out; or refused, reset, closed mid-stream
+                raise transport_error(exc) from None
 
     async def _chunks(self, events: AsyncIterator[ServerSentEvent], deadline: float) -> AsyncIterator[Chunk]:
         written = 0
@@ -267,7 +266,7 @@ class LLMClient:
         try:
             async with asyncio.timeout(min(USAGE_GRACE_SECONDS, self.config.idle_timeout)):
                 return await _next_with_data(events)
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, *TRANSPORT_ERRORS):
             return None
 
     async def _bounded(self, deadline: float, awaitable: Awaitable[T]) -> T:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
@@ -18,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-import httpx
 import pytest
 
 from app.llm.client import Chunk, Finish, LLMClient, TextDelta, UpstreamConfig, Usage
 from app.llm.errors import UpstreamError
+from app.llm.transport import upstream_http_client
 from tests.fakes.upstream import (
     FakeUpstream,
     Reply,
@@ -97,7 +98,7 @@ async def consume(config: UpstreamConfig) -> Outcome:
     finish: Finish | None = None
     error: UpstreamError | None = None
     started = time.monotonic()
-    async with httpx.AsyncClient() as http:
+    async with upstream_http_client(16, 16, pool_timeout=5) as http:
         try:
             async for item in LLMClient(http, config).stream(MESSAGES):
                 assert finish is None, f"{item!r} came after the Finish"
@@ -629,6 +630,35 @@ def test_connection_when_dropped_before_any_response_then_upstream_connection(
 
 
 @contextmanager
+def _answers_with(reply: bytes) -> Iterator[int]:
+    """A loopback port whose server reads the request, answers `reply` (not HTTP) and hangs up."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port: int = server.getsockname()[1]
+
+    def answer() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(reply)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        thread.join(timeout=5)
+        server.close()
+
+
+def test_connection_when_the_server_does_not_speak_http_then_upstream_connection() -> None:
+    with _answers_with(b"SSH-2.0-OpenSSH_9.2\r\nProtocol mismatch.\r\n") as port:
+        outcome = asyncio.run(consume(make_config(f"http://127.0.0.1:{port}/v1")))
+    failed(outcome, "upstream_connection")
+
+
+@contextmanager
 def _full_backlog() -> Iterator[int]:
     """A loopback port whose accept queue is full: the kernel drops further SYNs, so connecting hangs."""
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -747,7 +777,7 @@ def test_cancel_when_the_consumer_closes_the_generator_then_the_upstream_request
     upstream.script(stream_of(ROLE, event(chunk("first")), hang()))
 
     async def main() -> tuple[Chunk, float]:
-        async with httpx.AsyncClient() as http:
+        async with upstream_http_client(16, 16, pool_timeout=5) as http:
             stream = LLMClient(http, make_config(upstream.base_url, idle_timeout=10.0)).stream(MESSAGES)
             assert isinstance(stream, AsyncGenerator)
             first = await anext(stream)
@@ -773,7 +803,7 @@ def test_cancel_when_the_consuming_task_is_cancelled_while_waiting_then_the_upst
     async def main() -> list[Chunk]:
         received: list[Chunk] = []
         first_received = asyncio.Event()
-        async with httpx.AsyncClient() as http:
+        async with upstream_http_client(16, 16, pool_timeout=5) as http:
             client = LLMClient(http, make_config(upstream.base_url, idle_timeout=10.0))
 
             async def reader() -> None:
