@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -152,6 +151,67 @@ async def _next_with_data(events: AsyncIterator[ServerSentEvent]) -> ServerSentE
     return None
 
 
+class _Watchdog:
+    """Bounds every wait of one stream: each by the idle timeout, all of them by the total timeout.
+
+    One timer per stream, moved forward lazily, instead of an `asyncio.timeout` per chunk (a timer
+    scheduled and cancelled for every token was about a tenth of the read path's CPU). The timer only
+    cancels the task while it is suspended in `wait`, where the cancellation lands and becomes an
+    `upstream_timeout`; time spent in the consumer's code, between waits, never counts.
+    """
+
+    def __init__(self, idle: float, total: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle = idle
+        self._deadline = self._loop.time() + total
+        self._task: asyncio.Task[Any] | None = None
+        self._since: float | None = None  # when the current wait began (None: not waiting)
+        self._expired: UpstreamError | None = None
+        self._timer = self._loop.call_at(self._deadline, self._check)
+
+    def close(self) -> None:
+        self._timer.cancel()
+
+    def _due(self) -> float:
+        since = self._since if self._since is not None else self._loop.time()
+        return min(since + self._idle, self._deadline)
+
+    def _check(self) -> None:
+        now, due = self._loop.time(), self._due()
+        if self._since is None or self._task is None:
+            # not waiting: nothing to interrupt; past the deadline, the next wait fails at once
+            if now < self._deadline:
+                self._timer = self._loop.call_at(due, self._check)
+            return
+        if now < due:
+            self._timer = self._loop.call_at(due, self._check)
+            return
+        if due >= self._deadline:
+            self._expired = errors.upstream_timeout("The portrait took longer than allowed.")
+        else:
+            self._expired = errors.upstream_timeout("The writing service went silent.")
+        self._task.cancel()
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        if self._loop.time() >= self._deadline:
+            raise errors.upstream_timeout("The portrait took longer than allowed.")
+        self._task = asyncio.current_task()
+        self._since = self._loop.time()
+        if self._timer.when() > self._since + self._idle:
+            # the timer is set for the deadline (first wait) or a later check: bring it forward
+            self._timer.cancel()
+            self._timer = self._loop.call_at(self._due(), self._check)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            expired, self._expired = self._expired, None
+            if expired is not None and self._task is not None and self._task.uncancel() == 0:
+                raise expired from None
+            raise
+        finally:
+            self._since = None
+
+
 class LLMClient:
     def __init__(self, http: httpx.AsyncClient, config: UpstreamConfig) -> None:
         self.http = http
@@ -171,11 +231,10 @@ class LLMClient:
         """Yield the text as it arrives, then one `Finish`; raise `UpstreamError` on any failure.
 
         Every wait is bounded: connecting by the connect timeout, each chunk (the first included) by the
-        idle timeout, all of it by the total timeout. Waits are bounded one await at a time, never across
-        a `yield`, so a deadline never fires inside the consumer's code.
+        idle timeout, all of it by the total timeout (`_Watchdog`). Waits are bounded one await at a
+        time, never across a `yield`, so a deadline never fires inside the consumer's code.
         """
         config = self.config
-        deadline = time.monotonic() + config.total_timeout
         headers = {"Accept": "text/event-stream"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
@@ -184,9 +243,10 @@ class LLMClient:
         )
 
         async with AsyncExitStack() as stack:
+            watchdog = _Watchdog(config.idle_timeout, config.total_timeout)
+            stack.callback(watchdog.close)
             try:
-                response = await self._bounded(
-                    deadline,
+                response = await watchdog.wait(
                     stack.enter_async_context(
                         self.http.stream(
                             "POST",
@@ -206,19 +266,21 @@ class LLMClient:
                     )
                 events = EventSource(response).aiter_sse()
                 stack.push_async_callback(events.aclose)
-                async for chunk in self._chunks(events, deadline):
+                async for chunk in self._chunks(events, watchdog):
                     yield chunk
             except TRANSPORT_ERRORS as exc:
                 # Timed out; or refused, reset, closed mid-stream
                 raise transport_error(exc) from None
 
-    async def _chunks(self, events: AsyncIterator[ServerSentEvent], deadline: float) -> AsyncIterator[Chunk]:
+    async def _chunks(
+        self, events: AsyncIterator[ServerSentEvent], watchdog: _Watchdog
+    ) -> AsyncIterator[Chunk]:
         written = 0
         finish: str | None = None
         usage: Usage | None = None
         while True:
             if finish is None:
-                sse = await self._bounded(deadline, _next_with_data(events))
+                sse = await watchdog.wait(_next_with_data(events))
             else:
                 sse = await self._usage_wait(events)
             if sse is None or sse.data == "[DONE]":
@@ -268,14 +330,3 @@ class LLMClient:
                 return await _next_with_data(events)
         except (TimeoutError, *TRANSPORT_ERRORS):
             return None
-
-    async def _bounded(self, deadline: float, awaitable: Awaitable[T]) -> T:
-        remaining = deadline - time.monotonic()
-        wait = min(self.config.idle_timeout, remaining)
-        try:
-            async with asyncio.timeout(max(wait, 0)):
-                return await awaitable
-        except TimeoutError:
-            if remaining <= self.config.idle_timeout:
-                raise errors.upstream_timeout("The portrait took longer than allowed.") from None
-            raise errors.upstream_timeout("The writing service went silent.") from None

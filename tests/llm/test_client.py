@@ -753,6 +753,53 @@ def test_timeout_when_tokens_keep_flowing_past_the_total_timeout_then_upstream_t
     assert outcome.elapsed < PROMPTLY
 
 
+def test_timeout_when_the_consumer_is_slow_then_its_own_time_does_not_count_as_silence(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.script(completion(["a", "b", "c"]))
+
+    async def main() -> list[Chunk]:
+        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+            items = []
+            async for item in LLMClient(http, make_config(upstream.base_url, idle_timeout=0.2)).stream(
+                MESSAGES
+            ):
+                items.append(item)
+                await asyncio.sleep(0.5)  # longer than the idle timeout, in the consumer's own code
+            return items
+
+    items = asyncio.run(main())
+
+    assert [item.text for item in items if isinstance(item, TextDelta)] == ["a", "b", "c"]
+    assert isinstance(items[-1], Finish)
+
+
+def test_timeout_when_the_task_is_cancelled_from_outside_then_it_stays_a_cancellation(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.script(stream_of(ROLE, event(chunk("first")), hang()))
+
+    async def main() -> BaseException | None:
+        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+
+            async def consume_all() -> None:
+                async for _ in LLMClient(http, make_config(upstream.base_url, idle_timeout=0.3)).stream(
+                    MESSAGES
+                ):
+                    pass
+
+            task = asyncio.create_task(consume_all())
+            await asyncio.sleep(0.1)
+            task.cancel()
+            try:
+                await task
+            except BaseException as exc:  # what it raised is the point
+                return exc
+            return None
+
+    assert isinstance(asyncio.run(main()), asyncio.CancelledError)
+
+
 def test_limit_when_output_exceeds_max_output_chars_then_upstream_bad_response(
     upstream: FakeUpstream,
 ) -> None:
