@@ -31,14 +31,48 @@ class Broker(Protocol):
 
 @dataclass
 class _Log:
+    """A stream's events and the readers waiting for the next one.
+
+    Readers wait on plain futures, all woken by the next append. Instead of a timer per wait (one per
+    token per reader), one heartbeat per log wakes them with nothing new once the log has been quiet for
+    `wait` seconds, so they can send a ping.
+    """
+
     events: list[Event] = field(default_factory=list)
     closed: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    changed_at: float = 0.0
+    heartbeat: asyncio.TimerHandle | None = None
 
-    def notify(self) -> None:
-        # Wake every waiting reader at once, then give later waiters a fresh event to wait on.
-        self.changed.set()
-        self.changed = asyncio.Event()
+    def notify(self, now: float) -> None:
+        self.changed_at = now
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def wait(self, loop: asyncio.AbstractEventLoop, quiet: float) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = loop.create_future()
+        self.waiters.append(waiter)
+        if self.heartbeat is None:
+            self.heartbeat = loop.call_at(max(self.changed_at, loop.time()) + quiet, self._beat, loop, quiet)
+        return waiter
+
+    def _beat(self, loop: asyncio.AbstractEventLoop, quiet: float) -> None:
+        self.heartbeat = None
+        self.waiters = [waiter for waiter in self.waiters if not waiter.done()]  # readers gone meanwhile
+        if not self.waiters:
+            return
+        now = loop.time()
+        if now - self.changed_at >= quiet:
+            self.notify(self.changed_at)  # quiet for long enough: wake them with nothing new
+        else:
+            self.heartbeat = loop.call_at(self.changed_at + quiet, self._beat, loop, quiet)
+
+    def stop(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            self.heartbeat = None
 
 
 class InProcessBroker:
@@ -59,14 +93,15 @@ class InProcessBroker:
             seq=seq, type=type_, data=payload, frame=sse.encode_frame(stream_id, seq, type_, payload)
         )
         log.events.append(event)
-        log.notify()
+        log.notify(asyncio.get_running_loop().time())
         return event
 
     async def close(self, stream_id: str, retention: float) -> None:
         log = self._logs[stream_id]
         log.closed = True
-        log.notify()
         loop = asyncio.get_running_loop()
+        log.notify(loop.time())
+        log.stop()
         self._expiry[stream_id] = loop.call_later(retention, self._forget, stream_id)
 
     async def read(self, stream_id: str, after: int, wait: float) -> Batch | None:
@@ -75,11 +110,7 @@ class InProcessBroker:
         if log is None:
             return None
         if len(log.events) <= after and not log.closed:
-            try:
-                async with asyncio.timeout(wait):
-                    await log.changed.wait()
-            except TimeoutError:
-                pass
+            await log.wait(asyncio.get_running_loop(), wait)
         return Batch(events=log.events[after:], closed=log.closed)
 
     async def last_seq(self, stream_id: str) -> int | None:
@@ -87,11 +118,15 @@ class InProcessBroker:
         return None if log is None else len(log.events)
 
     def _forget(self, stream_id: str) -> None:
-        self._logs.pop(stream_id, None)
+        log = self._logs.pop(stream_id, None)
+        if log is not None:
+            log.stop()
         self._expiry.pop(stream_id, None)
 
     async def aclose(self) -> None:
         for handle in self._expiry.values():
             handle.cancel()
+        for log in self._logs.values():
+            log.stop()
         self._expiry.clear()
         self._logs.clear()

@@ -91,6 +91,37 @@ def test_read_when_nothing_new_then_waits_about_wait_and_returns_empty() -> None
     assert 0.09 <= waited < 0.5
 
 
+def test_read_when_the_log_keeps_changing_then_no_empty_batch_and_quiet_logs_still_wake() -> None:
+    async def scenario(broker: InProcessBroker) -> tuple[list[int], list[float]]:
+        await filled(broker, texts=0)  # seq 1
+
+        async def writer() -> None:
+            for i in range(25):  # 0.5 s of text, every 20 ms: never quiet for the 0.1 s wait
+                await asyncio.sleep(0.02)
+                await broker.append("s", "text", {"delta": f"w{i}"})
+
+        writing = asyncio.create_task(writer())
+        sizes: list[int] = []
+        after = 1
+        while not writing.done() or after < 26:
+            batch = await broker.read("s", after=after, wait=0.1)
+            assert batch is not None
+            sizes.append(len(batch.events))
+            after += len(batch.events)
+        # then quiet: the waits return empty, each after about the wait
+        quiet: list[float] = []
+        for _ in range(3):
+            started = time.monotonic()
+            batch = await broker.read("s", after=after, wait=0.1)
+            assert batch == Batch(events=[], closed=False)
+            quiet.append(time.monotonic() - started)
+        return sizes, quiet
+
+    sizes, quiet = run(scenario)
+    assert 0 not in sizes and sum(sizes) == 25
+    assert all(0.05 <= waited < 0.5 for waited in quiet), quiet
+
+
 def test_read_when_waiting_and_append_then_wakes_promptly() -> None:
     async def scenario(broker: InProcessBroker) -> tuple[Batch | None, float]:
         await filled(broker, texts=0)  # seq 1
