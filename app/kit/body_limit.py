@@ -24,7 +24,8 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None:
             try:
                 too_large = int(declared) > self.max_bytes
@@ -33,6 +34,11 @@ class BodySizeLimitMiddleware:
             if too_large:
                 await self._refuse(send)
                 return
+        if b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+            # No body, or one whose declared length the server enforces: nothing to count, and a stream's
+            # every write is spared a wrapper.
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         exceeded = False
