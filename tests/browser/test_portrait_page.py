@@ -312,3 +312,36 @@ def test_the_page_follows_the_text_only_for_a_reader_at_the_end(
     grows_by(600)
     assert page.evaluate("document.scrollingElement.scrollTop") == 200  # ...and stays where they are
     assert "Done:" not in page.locator("#portrait .portrait-status").inner_text()  # all while streaming
+
+
+def test_on_a_phone_the_page_never_scrolls_sideways(
+    app_server: LiveServer, upstream: Any, browser: Browser
+) -> None:
+    wide = [
+        "# On a small screen\n\n",
+        "A paragraph with a very long word: " + "Schwarzwälderkirschtorte" * 4 + ".\n\n",
+        "| Year | Title | Medium | Place | Collection | Notes |\n|---|---|---|---|---|---|\n",
+        "| 1964 | Mississippi Goddam | voice and piano | Carnegie Hall, New York | Philips Records | live |\n\n",
+        "```text\n" + "a code line that does not wrap " * 6 + "\n```\n\n",
+        "The end.",
+    ]
+    upstream.script(completion(wide, delay=0.02))
+    artist_id = add_artist(app_server)
+    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.goto(f"{app_server.url}/artists/{artist_id}")
+        page.get_by_role("button", name="Generate portrait").click()
+        wait_done(page)
+        overflow = "document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth"
+        assert page.evaluate(overflow) <= 0
+        page.reload()  # the stored portrait, rendered by the server
+        expect(page.locator("#portrait .portrait-body table")).to_be_visible()
+        assert page.evaluate(overflow) <= 0
+        # the wide parts scroll inside their own boxes instead
+        for selector in ("#portrait .portrait-body table", "#portrait .portrait-body pre"):
+            box = page.locator(selector)
+            assert box.evaluate("e => e.scrollWidth > e.clientWidth"), selector
+        screenshot(page, "portrait-phone")
+    finally:
+        context.close()
