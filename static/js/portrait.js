@@ -111,6 +111,10 @@ class PortraitPanel {
 
   follow(url, headers = {}) {
     this.stream?.stop();
+    // A new read starts at the stream's first event, even when it rejoins the job just left (Stop, then
+    // Generate within the grace): its metadata must start the text afresh. Reconnections after a dropped
+    // connection happen inside PortraitStream, from the last event id, and never come through here.
+    this.streamId = "";
     this.setBusy(true);
     this.say("Connecting…");
     this.stream = new PortraitStream(

@@ -345,3 +345,50 @@ def test_on_a_phone_the_page_never_scrolls_sideways(
         screenshot(page, "portrait-phone")
     finally:
         context.close()
+
+
+def test_the_portrait_works_from_the_keyboard(make_app: MakeApp, upstream: Any, page: Page) -> None:
+    upstream.script(
+        Reply(steps=[event(chunk(role="assistant")), event(chunk("Typed ")), hang()]),
+        completion(["# By keys\n\n", "Done from the keyboard."]),
+    )
+    with make_app(job_grace=0.3) as server:
+        artist_id = add_artist(server)
+        page.goto(f"{server.url}/artists/{artist_id}")
+
+        def tab_to(name: str) -> None:
+            for _ in range(40):
+                page.keyboard.press("Tab")
+                if page.evaluate("document.activeElement?.textContent?.trim()") == name:
+                    return
+            raise AssertionError(f"{name} cannot be reached with Tab")
+
+        tab_to("Generate portrait")
+        page.keyboard.press("Enter")
+        expect(page.locator("#portrait .portrait-body")).to_contain_text("Typed")
+        tab_to("Stop")
+        page.keyboard.press("Enter")
+        expect(page.locator("#portrait .portrait-status")).to_contain_text("Stopped")
+        upstream.wait_closed(0, timeout=3)  # the job ended after the grace (before that, Generate rejoins it)
+        tab_to("Generate portrait")
+        page.keyboard.press(" ")
+        wait_done(page)
+        expect(page.locator("#portrait .portrait-body h1")).to_have_text("By keys")
+
+
+def test_generate_again_right_after_stop_rejoins_the_job_without_repeating_text(
+    make_app: MakeApp, upstream: Any, page: Page
+) -> None:
+    upstream.script(Reply(steps=[event(chunk(role="assistant")), event(chunk("Only once. ")), hang()]))
+    with make_app(job_grace=5) as server:
+        artist_id = add_artist(server)
+        page.goto(f"{server.url}/artists/{artist_id}")
+        page.get_by_role("button", name="Generate portrait").click()
+        body = page.locator("#portrait .portrait-body")
+        expect(body).to_contain_text("Only once.")
+        page.get_by_role("button", name="Stop").click()
+        page.get_by_role("button", name="Generate portrait").click()  # within the grace: the same job
+        expect(page.locator("#portrait .portrait-status")).to_contain_text("Writing")
+        time.sleep(0.3)
+        assert body_text(page).strip() == "Only once."
+    assert len(upstream.requests) == 1
