@@ -923,11 +923,13 @@ export class IncrementalRenderer {
   /** The final render: the whole source at once, exactly as the server renders it. */
   finish() {
     if (this.#finished) return;
+    // The last words usually arrive just before the end, not yet flushed: show them the cheap way first,
+    // so that the comparison below can spare the DOM.
+    this.flushNow();
     this.#generation++;
     this.#pending = false;
     this.#finished = true;
-    const shown = this.#dirty ? null : this.html;
-    this.#dirty = false;
+    const shown = this.html;
     this.#live = [];
     this.#plainEnd = null;
     const html = this.#md.render(this.#source);

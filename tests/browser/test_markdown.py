@@ -457,28 +457,44 @@ def test_plain_words_in_a_paragraph_skip_the_parse(md_page: Page) -> None:
 
 def test_finish_leaves_the_dom_alone_when_it_already_shows_the_full_render(md_page: Page) -> None:
     result = md_page.evaluate(
-        """([complete, withReference]) => {
-          const mutationsAtFinish = (source) => {
+        """([source, last, withReference]) => {
+          const finishing = (source, last) => {
             const container = T.fresh();
             const renderer = new T.M.IncrementalRenderer(container, { schedule: () => {} });
             for (const word of source.split(/(?<= )/)) {
               renderer.append(word);
               renderer.flushNow();
             }
+            renderer.append(last);  // the last words, not flushed yet: as when `done` follows them
+            const nodes = [...container.childNodes];
+            const removed = [];
             const observer = new MutationObserver(() => {});
-            observer.observe(container, { subtree: true, childList: true, characterData: true });
+            observer.observe(container, { subtree: true, childList: true });
             renderer.finish();
-            const records = observer.takeRecords().length;
+            for (const record of observer.takeRecords()) removed.push(...record.removedNodes);
             observer.disconnect();
-            return [records, container.innerHTML];
+            const kept = nodes.filter((node) => node.parentNode === container).length;
+            return { kept, before: nodes.length, removed: removed.length, html: container.innerHTML };
           };
-          return [mutationsAtFinish(complete), mutationsAtFinish(withReference)];
+          return [
+            finishing(source, last),
+            finishing(withReference, ""),
+          ];
         }""",
-        [DOCUMENTS["portrait"], "See [the site][s] for more.\n\n[s]: https://example.org\n"],
+        [
+            DOCUMENTS["portrait"].rstrip("\n"),
+            " and the last words.",
+            "See [it][s].\n\n[s]: https://example.org\n",
+        ],
     )
-    (untouched, html), (rewritten, linked) = result
-    assert untouched == 0 and html == server_html(md_page, DOCUMENTS["portrait"])
-    assert rewritten > 0 and 'href="https://example.org"' in linked  # a late definition changes earlier text
+    complete, late_reference = result
+    # the last words joined the last paragraph; not one node was replaced
+    assert complete["removed"] == 0 and complete["kept"] == complete["before"] > 10
+    assert complete["html"] == server_html(
+        md_page, DOCUMENTS["portrait"].rstrip("\n") + " and the last words."
+    )
+    # a late reference definition changes earlier text: then the container is rewritten
+    assert late_reference["removed"] > 0 and 'href="https://example.org"' in late_reference["html"]
 
 
 def test_cost_is_linear_in_the_length(md_page: Page) -> None:
