@@ -9,6 +9,7 @@ legal inside JSON strings), over httpx's incremental UTF-8 decoding (an event ma
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
@@ -194,8 +195,12 @@ class _Watchdog:
 
     async def wait(self, awaitable: Awaitable[T]) -> T:
         if self._loop.time() >= self._deadline:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never awaited: close it, or Python warns about it
             raise errors.upstream_timeout("The portrait took longer than allowed.")
         self._task = asyncio.current_task()
+        # cancellations already requested (and still pending) are not ours to turn into a timeout
+        cancelling = self._task.cancelling() if self._task is not None else 0
         self._since = self._loop.time()
         if self._timer.when() > self._since + self._idle:
             # the timer is set for the deadline (first wait) or a later check: bring it forward
@@ -205,7 +210,7 @@ class _Watchdog:
             return await awaitable
         except asyncio.CancelledError:
             expired, self._expired = self._expired, None
-            if expired is not None and self._task is not None and self._task.uncancel() == 0:
+            if expired is not None and self._task is not None and self._task.uncancel() <= cancelling:
                 raise expired from None
             raise
         finally:

@@ -54,8 +54,12 @@ class _Log:
     def wait(self, loop: asyncio.AbstractEventLoop, quiet: float) -> asyncio.Future[None]:
         waiter: asyncio.Future[None] = loop.create_future()
         self.waiters.append(waiter)
+        when = max(self.changed_at, loop.time()) + quiet
+        if self.heartbeat is not None and self.heartbeat.when() > when:
+            self.heartbeat.cancel()  # this reader asks for a shorter wait than the one the beat was set for
+            self.heartbeat = None
         if self.heartbeat is None:
-            self.heartbeat = loop.call_at(max(self.changed_at, loop.time()) + quiet, self._beat, loop, quiet)
+            self.heartbeat = loop.call_at(when, self._beat, loop, quiet)
         return waiter
 
     def _beat(self, loop: asyncio.AbstractEventLoop, quiet: float) -> None:
@@ -70,9 +74,11 @@ class _Log:
             self.heartbeat = loop.call_at(self.changed_at + quiet, self._beat, loop, quiet)
 
     def stop(self) -> None:
+        """The log is going away: no more beats, and whoever still waits is woken (and finds no log)."""
         if self.heartbeat is not None:
             self.heartbeat.cancel()
             self.heartbeat = None
+        self.notify(self.changed_at)
 
 
 class InProcessBroker:

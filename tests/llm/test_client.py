@@ -8,10 +8,12 @@ No pytest-asyncio: each test drives its coroutine with `asyncio.run`, the httpx 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import threading
 import time
+import warnings
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -774,6 +776,56 @@ def test_timeout_when_the_consumer_is_slow_then_its_own_time_does_not_count_as_s
     assert isinstance(items[-1], Finish)
 
 
+def test_timeout_when_the_deadline_passes_in_the_consumer_then_timeout_and_no_stray_coroutine(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.script(completion(["t"] * 10, delay=0.05))
+
+    async def main() -> str | None:
+        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+            client = LLMClient(http, make_config(upstream.base_url, idle_timeout=0.5, total_timeout=0.4))
+            try:
+                async for _ in client.stream(MESSAGES):
+                    await asyncio.sleep(0.3)  # the consumer's own time carries it past the deadline
+            except UpstreamError as exc:
+                return (
+                    exc.code
+                )  # not the exception: its traceback would keep the frames (and any coroutine) alive
+            return None
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = asyncio.run(main())
+        gc.collect()
+    assert code == "upstream_timeout"
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+def test_timeout_when_the_task_once_swallowed_a_cancel_then_a_timeout_is_still_a_timeout(
+    upstream: FakeUpstream,
+) -> None:
+    upstream.script(completion(["t"] * 40, delay=0.1))  # steady text: only the total timeout can end it
+
+    async def main() -> str | None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            pass  # caught without uncancel(): the task's cancelling() count stays 1
+        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+            try:
+                config = make_config(upstream.base_url, idle_timeout=1.0, total_timeout=0.4)
+                async for _ in LLMClient(http, config).stream(MESSAGES):
+                    pass
+            except UpstreamError as exc:
+                return exc.code
+        return None
+
+    assert asyncio.run(main()) == "upstream_timeout"
+
+
 def test_timeout_when_the_task_is_cancelled_from_outside_then_it_stays_a_cancellation(
     upstream: FakeUpstream,
 ) -> None:
@@ -783,9 +835,8 @@ def test_timeout_when_the_task_is_cancelled_from_outside_then_it_stays_a_cancell
         async with upstream_http_client(16, 16, pool_timeout=5) as http:
 
             async def consume_all() -> None:
-                async for _ in LLMClient(http, make_config(upstream.base_url, idle_timeout=0.3)).stream(
-                    MESSAGES
-                ):
+                config = make_config(upstream.base_url, idle_timeout=1.0, total_timeout=0.4)
+                async for _ in LLMClient(http, config).stream(MESSAGES):
                     pass
 
             task = asyncio.create_task(consume_all())

@@ -122,6 +122,32 @@ def test_read_when_the_log_keeps_changing_then_no_empty_batch_and_quiet_logs_sti
     assert all(0.05 <= waited < 0.5 for waited in quiet), quiet
 
 
+def test_read_when_a_later_reader_asks_for_a_shorter_wait_then_it_is_woken_in_time() -> None:
+    async def scenario(broker: InProcessBroker) -> float:
+        await filled(broker, texts=0)
+        patient = asyncio.create_task(broker.read("s", after=1, wait=5))
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        batch = await broker.read("s", after=1, wait=0.1)
+        assert batch == Batch(events=[], closed=False)
+        patient.cancel()
+        return time.monotonic() - started
+
+    assert run(scenario) < 0.5
+
+
+def test_aclose_when_readers_wait_then_they_are_woken() -> None:
+    async def main() -> list[Batch | None]:
+        broker = InProcessBroker()
+        await filled(broker, texts=0)
+        readers = [asyncio.create_task(broker.read("s", after=1, wait=30)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        await broker.aclose()
+        return await asyncio.wait_for(asyncio.gather(*readers), 1)
+
+    assert all(batch is not None and batch.events == [] for batch in asyncio.run(main()))
+
+
 def test_read_when_waiting_and_append_then_wakes_promptly() -> None:
     async def scenario(broker: InProcessBroker) -> tuple[Batch | None, float]:
         await filled(broker, texts=0)  # seq 1
