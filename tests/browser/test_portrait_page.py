@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser.support import screenshot
 from tests.fakes.tcp_proxy import tcp_proxy
 from tests.fakes.upstream import Reply, chunk, completion, drop, error_reply, event, hang
-from tests.support import AUTH, TOKEN, LiveServer
+from tests.support import AUTH, TOKEN, LiveServer, wait_until
 
 pytestmark = pytest.mark.browser
 MakeApp = Callable[..., AbstractContextManager[LiveServer]]
@@ -294,17 +294,14 @@ def test_the_page_follows_the_text_only_for_a_reader_at_the_end(
     height = "document.scrollingElement.scrollHeight"
     gap = "(() => { const e = document.scrollingElement; return e.scrollHeight - e.clientHeight - e.scrollTop })()"
 
-    def wait_until(condition: str) -> None:
+    def holds(condition: str) -> None:
         # polled from here: wait_for_function would evaluate a string, which the page's CSP forbids
-        deadline = time.monotonic() + 10
-        while not page.evaluate(condition):
-            assert time.monotonic() < deadline, condition
-            time.sleep(0.02)
+        wait_until(lambda: page.evaluate(condition), timeout=10, what=condition)
 
     def grows_by(pixels: int) -> None:
-        wait_until(f"{height} > {page.evaluate(height) + pixels}")
+        holds(f"{height} > {page.evaluate(height) + pixels}")
 
-    wait_until(f"{height} > document.scrollingElement.clientHeight + 300")
+    holds(f"{height} > document.scrollingElement.clientHeight + 300")
     page.evaluate(f"window.scrollTo(0, {height})")  # the reader goes to the end...
     grows_by(600)
     assert page.evaluate(gap) <= 48  # ...and the page keeps them there
@@ -379,16 +376,18 @@ def test_the_portrait_works_from_the_keyboard(make_app: MakeApp, upstream: Any, 
 def test_generate_again_right_after_stop_rejoins_the_job_without_repeating_text(
     make_app: MakeApp, upstream: Any, page: Page
 ) -> None:
-    upstream.script(Reply(steps=[event(chunk(role="assistant")), event(chunk("Only once. ")), hang()]))
+    # the job writes, pauses (Stop and Generate again happen in the pause), then finishes
+    upstream.script(completion(["Only once. ", "Then more."], delay=1.5))
     with make_app(job_grace=5) as server:
         artist_id = add_artist(server)
         page.goto(f"{server.url}/artists/{artist_id}")
         page.get_by_role("button", name="Generate portrait").click()
-        body = page.locator("#portrait .portrait-body")
-        expect(body).to_contain_text("Only once.")
+        expect(page.locator("#portrait .portrait-body")).to_contain_text("Only once.")
         page.get_by_role("button", name="Stop").click()
         page.get_by_role("button", name="Generate portrait").click()  # within the grace: the same job
-        expect(page.locator("#portrait .portrait-status")).to_contain_text("Writing")
-        time.sleep(0.3)
-        assert body_text(page).strip() == "Only once."
+        wait_done(page)
+        expect(page.locator("#portrait .portrait-live .portrait-meta")).to_contain_text(
+            "Written ·"
+        )  # not a replay
+        assert body_text(page).split() == ["Only", "once.", "Then", "more."]
     assert len(upstream.requests) == 1

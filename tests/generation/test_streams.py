@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.fakes.upstream import Reply, chunk, completion, drop, error_reply, event, hang, start
-from tests.support import AUTH, LiveServer, StreamedEvent, joined_text, stream_events
+from tests.support import AUTH, LiveServer, StreamedEvent, joined_text, stream_events, wait_until
 
 ARTISTS = "/api/v1/collection/artists"
 MakeApp = Callable[..., AbstractContextManager[LiveServer]]
@@ -35,14 +35,6 @@ def stream_path(artist_id: int) -> str:
 
 def articles_stored(server: LiveServer) -> list[tuple[Any, ...]]:
     return server.sqlite_rows("SELECT artist_id, version, markdown, finish_reason, truncated FROM articles")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def job_status(server: LiveServer, job_id: str) -> dict[str, Any]:

@@ -763,11 +763,10 @@ def test_timeout_when_the_consumer_is_slow_then_its_own_time_does_not_count_as_s
     async def main() -> list[Chunk]:
         async with upstream_http_client(16, 16, pool_timeout=5) as http:
             items = []
-            async for item in LLMClient(http, make_config(upstream.base_url, idle_timeout=0.2)).stream(
-                MESSAGES
-            ):
+            config = make_config(upstream.base_url, idle_timeout=0.1)
+            async for item in LLMClient(http, config).stream(MESSAGES):
                 items.append(item)
-                await asyncio.sleep(0.5)  # longer than the idle timeout, in the consumer's own code
+                await asyncio.sleep(0.25)  # longer than the idle timeout, in the consumer's own code
             return items
 
     items = asyncio.run(main())
@@ -811,9 +810,10 @@ def test_timeout_when_the_task_once_swallowed_a_cancel_then_a_timeout_is_still_a
         assert task is not None
         task.cancel()
         try:
-            await asyncio.sleep(1)
+            await asyncio.sleep(0)  # the pending cancel lands here
         except asyncio.CancelledError:
             pass  # caught without uncancel(): the task's cancelling() count stays 1
+        assert task.cancelling() == 1
         async with upstream_http_client(16, 16, pool_timeout=5) as http:
             try:
                 config = make_config(upstream.base_url, idle_timeout=1.0, total_timeout=0.4)
@@ -833,14 +833,16 @@ def test_timeout_when_the_task_is_cancelled_from_outside_then_it_stays_a_cancell
 
     async def main() -> BaseException | None:
         async with upstream_http_client(16, 16, pool_timeout=5) as http:
+            first_text = asyncio.Event()
 
             async def consume_all() -> None:
-                config = make_config(upstream.base_url, idle_timeout=1.0, total_timeout=0.4)
+                config = make_config(upstream.base_url, idle_timeout=10.0)
                 async for _ in LLMClient(http, config).stream(MESSAGES):
-                    pass
+                    first_text.set()  # then the stream hangs: the consumer waits in the watchdog for more
 
             task = asyncio.create_task(consume_all())
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(first_text.wait(), 5)
+            await asyncio.sleep(0)  # let it go back to waiting for the next chunk
             task.cancel()
             try:
                 await task

@@ -126,7 +126,7 @@ def test_read_when_a_later_reader_asks_for_a_shorter_wait_then_it_is_woken_in_ti
     async def scenario(broker: InProcessBroker) -> float:
         await filled(broker, texts=0)
         patient = asyncio.create_task(broker.read("s", after=1, wait=5))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one turn of the loop: the patient reader is now waiting
         started = time.monotonic()
         batch = await broker.read("s", after=1, wait=0.1)
         assert batch == Batch(events=[], closed=False)
@@ -141,7 +141,7 @@ def test_aclose_when_readers_wait_then_they_are_woken() -> None:
         broker = InProcessBroker()
         await filled(broker, texts=0)
         readers = [asyncio.create_task(broker.read("s", after=1, wait=30)) for _ in range(3)]
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one turn of the loop: they are all waiting
         await broker.aclose()
         return await asyncio.wait_for(asyncio.gather(*readers), 1)
 
