@@ -3,8 +3,8 @@
     .venv/bin/python bench/upstream_read.py                 # 200 streams x 250 chunks at 50/s, ~1 min
     .venv/bin/python bench/upstream_read.py --streams 400
 
-A raw asyncio server (its own process) streams Mistral-style SSE chunks to every connection at a steady
-rate, one chunked-encoding write per chunk, as a model would. For each transport, a fresh process reads
+The fake upstream of the relay benchmark (`relay.py upstream`, its own process) streams Mistral-style SSE
+chunks to every connection at a steady rate, one write per chunk, as a model would. For each transport, a fresh process reads
 N streams at once, either as bytes (`aiter_bytes`) or through Atelier's whole read path
 (`LLMClient.stream`: httpx-sse, JSON, deltas, timeouts), and reports its own CPU time per chunk. Each
 mode runs `--rounds` times, alternating, and the table shows the median.
@@ -15,54 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
 MODES = ["httpx/bytes", "httpx-aiohttp/bytes", "httpx/atelier", "httpx-aiohttp/atelier"]
-
-
-async def serve(port: int, rate: float, chunks: int) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            (
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            ),
-            0,
-        )
-        await reader.readexactly(length)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for i in range(chunks):
-            last = i == chunks - 1
-            chunk = {
-                "id": "bench",
-                "object": "chat.completion.chunk",
-                "model": "bench",
-                "choices": [
-                    {"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": "stop" if last else None}
-                ],
-            }
-            data = f"data: {json.dumps(chunk)}\n\n".encode()
-            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-            await asyncio.sleep(max(0.0, start + (i + 1) / rate - loop.time()))
-        data = b"data: [DONE]\n\n"
-        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=2048)
-    async with server:
-        await server.serve_forever()
 
 
 async def read(mode: str, streams: int, port: int) -> dict[str, float]:
@@ -77,7 +39,7 @@ async def read(mode: str, streams: int, port: int) -> dict[str, float]:
         http = httpx.AsyncClient(limits=limits, timeout=30)
     else:
         http = upstream_http_client(4096, 4096, pool_timeout=30)
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}/v1"
     config = UpstreamConfig(
         base_url=base,
         api_key=None,
@@ -111,6 +73,18 @@ async def read(mode: str, streams: int, port: int) -> dict[str, float]:
     return {"chunks": count, "cpu_s": cpu, "wall_s": wall, "us_per_chunk": 1e6 * cpu / max(count, 1)}
 
 
+def wait_until_serving(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,24 +94,21 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="chunks per second per stream")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=9931)
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--read", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     import uvloop
 
-    if args.serve:
-        uvloop.run(serve(args.port, args.rate, args.chunks))
-        return 0
     if args.read:
         print(json.dumps(uvloop.run(read(args.read, args.streams, args.port))))
         return 0
 
     common = ["--streams", str(args.streams), "--chunks", str(args.chunks), "--rate", str(args.rate)]
     common += ["--port", str(args.port)]
-    server = subprocess.Popen([sys.executable, __file__, "--serve", *common])
+    upstream = [sys.executable, str(BENCH / "relay.py"), "upstream", "--port", str(args.port)]
+    server = subprocess.Popen([*upstream, "--rate", str(args.rate), "--tokens", str(args.chunks)])
     try:
-        time.sleep(1.0)
+        wait_until_serving(args.port)
         results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
         for round_ in range(args.rounds):
             for mode in MODES:
