@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from app.llm.client import Chunk, Finish, LLMClient, TextDelta, UpstreamConfig, Usage
@@ -70,6 +71,11 @@ def upstream(_server: FakeUpstream) -> Iterator[FakeUpstream]:
     _server.reset()
 
 
+def http_client() -> httpx.AsyncClient:
+    """The client the app uses (httpx over aiohttp), sized for a test."""
+    return upstream_http_client(16, 16, pool_timeout=5)
+
+
 def make_config(base_url: str, **overrides: Any) -> UpstreamConfig:
     values: dict[str, Any] = {
         "base_url": base_url,
@@ -100,7 +106,7 @@ async def consume(config: UpstreamConfig) -> Outcome:
     finish: Finish | None = None
     error: UpstreamError | None = None
     started = time.monotonic()
-    async with upstream_http_client(16, 16, pool_timeout=5) as http:
+    async with http_client() as http:
         try:
             async for item in LLMClient(http, config).stream(MESSAGES):
                 assert finish is None, f"{item!r} came after the Finish"
@@ -761,7 +767,7 @@ def test_timeout_when_the_consumer_is_slow_then_its_own_time_does_not_count_as_s
     upstream.script(completion(["a", "b", "c"]))
 
     async def main() -> list[Chunk]:
-        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+        async with http_client() as http:
             items = []
             config = make_config(upstream.base_url, idle_timeout=0.1)
             async for item in LLMClient(http, config).stream(MESSAGES):
@@ -781,7 +787,7 @@ def test_timeout_when_the_deadline_passes_in_the_consumer_then_timeout_and_no_st
     upstream.script(completion(["t"] * 10, delay=0.05))
 
     async def main() -> str | None:
-        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+        async with http_client() as http:
             client = LLMClient(http, make_config(upstream.base_url, idle_timeout=0.5, total_timeout=0.4))
             try:
                 async for _ in client.stream(MESSAGES):
@@ -814,7 +820,7 @@ def test_timeout_when_the_task_once_swallowed_a_cancel_then_a_timeout_is_still_a
         except asyncio.CancelledError:
             pass  # caught without uncancel(): the task's cancelling() count stays 1
         assert task.cancelling() == 1
-        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+        async with http_client() as http:
             try:
                 config = make_config(upstream.base_url, idle_timeout=1.0, total_timeout=0.4)
                 async for _ in LLMClient(http, config).stream(MESSAGES):
@@ -832,7 +838,7 @@ def test_timeout_when_the_task_is_cancelled_from_outside_then_it_stays_a_cancell
     upstream.script(stream_of(ROLE, event(chunk("first")), hang()))
 
     async def main() -> BaseException | None:
-        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+        async with http_client() as http:
             first_text = asyncio.Event()
 
             async def consume_all() -> None:
@@ -877,7 +883,7 @@ def test_cancel_when_the_consumer_closes_the_generator_then_the_upstream_request
     upstream.script(stream_of(ROLE, event(chunk("first")), hang()))
 
     async def main() -> tuple[Chunk, float]:
-        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+        async with http_client() as http:
             stream = LLMClient(http, make_config(upstream.base_url, idle_timeout=10.0)).stream(MESSAGES)
             assert isinstance(stream, AsyncGenerator)
             first = await anext(stream)
@@ -903,7 +909,7 @@ def test_cancel_when_the_consuming_task_is_cancelled_while_waiting_then_the_upst
     async def main() -> list[Chunk]:
         received: list[Chunk] = []
         first_received = asyncio.Event()
-        async with upstream_http_client(16, 16, pool_timeout=5) as http:
+        async with http_client() as http:
             client = LLMClient(http, make_config(upstream.base_url, idle_timeout=10.0))
 
             async def reader() -> None:
