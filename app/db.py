@@ -1,12 +1,14 @@
-"""The database: declarative base with a naming convention, the async engine, and the session dependency."""
+"""The database: declarative base with a naming convention, the async engine and its sessionmaker.
+
+Sessions are opened by the services, one short session per operation, never by a route: the service owns its
+transaction (commit inside, rollback when the `async with` block leaves on an error), and no session stays
+open while a stream is being written."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -78,21 +80,3 @@ def create_engine(database_url: str) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session per request that owns its transaction.
-
-    The route commits before it returns (FastAPI runs this cleanup only after the response has been
-    sent, so a commit here would answer 201 before the row exists); this only rolls back what is left.
-    """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.state.sessionmaker
-    async with sessionmaker() as session:
-        try:
-            yield session
-        finally:
-            if session.in_transaction():
-                await session.rollback()
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -54,11 +54,6 @@ class NotFound(AppError):
     message = "Nothing lives at this address."
 
 
-class ArtistNotFound(NotFound):
-    code = "artist_not_found"
-    message = "No artist has this id."
-
-
 class Conflict(AppError):
     status_code = 409
     code = "conflict"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,19 +18,28 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    checks: dict[str, Any]
+
+
 @router.get("/health")
-async def health() -> dict[str, str]:
+async def health() -> Health:
     """The process is up and serving; nothing else is checked."""
-    return {"status": "ok"}
+    return Health()
 
 
 @router.get("/ready", response_model=None)
-async def ready(request: Request) -> JSONResponse | dict[str, object]:
+async def ready(request: Request) -> JSONResponse | Readiness:
     """Ready when the database answers; also tells the circuit breaker's state (an open circuit is not
     unreadiness: stored portraits are still served)."""
     engine: AsyncEngine = request.state.engine
     breaker: Breaker = request.state.breaker
-    checks: dict[str, object] = {"broker": "in-process", "breaker": breaker.describe()}
+    checks: dict[str, Any] = {"broker": "in-process", "breaker": await breaker.describe()}
     try:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
@@ -37,4 +48,4 @@ async def ready(request: Request) -> JSONResponse | dict[str, object]:
         return error_response(
             503, "not_ready", "The database is not reachable.", checks={"database": "unreachable", **checks}
         )
-    return {"status": "ready", "checks": {"database": "ok", **checks}}
+    return Readiness(checks={"database": "ok", **checks})

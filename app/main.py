@@ -1,10 +1,17 @@
-"""The application factory and its lifespan, which owns the engine and every shared client."""
+"""Where Atelier is assembled: `services()` builds every part once (the engine, the upstream client, the
+event log, the breaker, the services) and tears them down in reverse; the web app's lifespan and the
+`atelier` command line both run on it.
+
+This is the only module that knows every package; each package reads its own part of the built state
+through its own dependency (`request.state.<name>`), typed by `AppState` below.
+"""
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TypedDict
@@ -17,16 +24,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import health
 from app.articles.router import router as articles_router
 from app.articles.service import ArticleService
-from app.catalog.router import router as catalog_router
+from app.catalog.service import CatalogService
+from app.cli import commands
+from app.cli.generate import Parts
+from app.collection.router import router as collection_router
+from app.collection.service import CollectionService
 from app.db import create_engine, create_sessionmaker
+from app.demo_writer import create_demo_app
 from app.errors import install_error_handlers
-from app.generation.jobs import JobManager
+from app.generation.assembly import build_portraits
+from app.generation.portrait import PortraitService
 from app.generation.router import router as generation_router
+from app.generation.run import Writer
 from app.kit.body_limit import BodySizeLimitMiddleware
+from app.kit.clock import SystemClock
+from app.kit.sidecar import serve_beside
 from app.llm.breaker import Breaker
 from app.llm.client import LLMClient, UpstreamConfig
-from app.llm.demo import create_demo_app
-from app.llm.sidecar import serve_beside
 from app.llm.transport import upstream_http_client
 from app.settings import Settings, get_settings
 from app.streaming.broker import InProcessBroker
@@ -35,9 +49,13 @@ from app.web.router import router as web_router
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("atelier")
 
+# Enough connections for every generation we would ever run at once; a pool wait beyond that is bounded.
+UPSTREAM_CONNECTIONS = 1024
+UPSTREAM_KEEPALIVE = 64
+
 
 class AppState(TypedDict):
-    """What the lifespan builds; FastAPI hands it to every request as `request.state`."""
+    """What `services()` builds; FastAPI hands it to every request as `request.state`."""
 
     settings: Settings
     engine: AsyncEngine
@@ -45,13 +63,10 @@ class AppState(TypedDict):
     http: httpx.AsyncClient
     broker: InProcessBroker
     breaker: Breaker
+    catalog: CatalogService
     articles: ArticleService
-    jobs: JobManager
-
-
-# Enough connections for every generation we would ever run at once; a pool wait beyond that is bounded.
-UPSTREAM_CONNECTIONS = 1024
-UPSTREAM_KEEPALIVE = 64
+    collection: CollectionService
+    portraits: PortraitService
 
 
 def upstream_config(settings: Settings, base_url: str) -> UpstreamConfig:
@@ -68,50 +83,56 @@ def upstream_config(settings: Settings, base_url: str) -> UpstreamConfig:
     )
 
 
+@asynccontextmanager
+async def services(settings: Settings) -> AsyncIterator[AppState]:
+    async with AsyncExitStack() as stack:
+        clock = SystemClock()
+        engine = create_engine(settings.database_url)
+        stack.push_async_callback(engine.dispose)
+        sessionmaker = create_sessionmaker(engine)
+        http = upstream_http_client(UPSTREAM_CONNECTIONS, UPSTREAM_KEEPALIVE, pool_timeout=10)
+        stack.push_async_callback(http.aclose)
+        if settings.llm_base_url:
+            base_url, writer_kind = settings.llm_base_url, "upstream"
+        else:
+            demo = create_demo_app(settings.demo_tokens_per_second)
+            base_url, writer_kind = await stack.enter_async_context(serve_beside(demo)) + "/v1", "demo"
+            log.info("no ATELIER_LLM_BASE_URL: portraits come from the embedded demo writer")
+        broker = InProcessBroker(clock)
+        stack.push_async_callback(broker.aclose)
+        catalog = CatalogService(sessionmaker)
+        articles = ArticleService(sessionmaker, upstream_configured=settings.llm_base_url is not None)
+        writer = Writer(LLMClient(http, upstream_config(settings, base_url)), writer_kind)
+        portraits = build_portraits(
+            settings, catalog=catalog, articles=articles, broker=broker, writer=writer, clock=clock
+        )
+        # First out: running jobs end before the resources they use.
+        stack.push_async_callback(portraits.registry.aclose)
+        yield AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            http=http,
+            broker=broker,
+            breaker=portraits.breaker,
+            catalog=catalog,
+            articles=articles,
+            collection=CollectionService(catalog, articles, settings.default_language),
+            portraits=portraits,
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
-        async with AsyncExitStack() as stack:
-            engine = create_engine(settings.database_url)
-            stack.push_async_callback(engine.dispose)
-            http = upstream_http_client(UPSTREAM_CONNECTIONS, UPSTREAM_KEEPALIVE, pool_timeout=10)
-            stack.push_async_callback(http.aclose)
-            if settings.llm_base_url:
-                base_url, writer = settings.llm_base_url, "upstream"
-            else:
-                demo = create_demo_app(settings.demo_tokens_per_second)
-                base_url, writer = await stack.enter_async_context(serve_beside(demo)) + "/v1", "demo"
-                log.info("no ATELIER_LLM_BASE_URL: portraits come from the embedded demo writer")
-            broker = InProcessBroker()
-            stack.push_async_callback(broker.aclose)
-            breaker = Breaker(settings.breaker_fail_max, settings.breaker_reset_timeout)
-            sessionmaker = create_sessionmaker(engine)
-            articles = ArticleService(upstream_configured=settings.llm_base_url is not None)
-            jobs = JobManager(
-                settings=settings,
-                broker=broker,
-                breaker=breaker,
-                llm=LLMClient(http, upstream_config(settings, base_url)),
-                writer=writer,
-                sessionmaker=sessionmaker,
-                articles=articles,
-            )
-            stack.push_async_callback(jobs.aclose)  # first out: running jobs end before their resources
-            # Everything built so far lives as long as the process: move it out of the garbage collector's
-            # reach, so full collections (which pause every stream) only walk what streams allocate.
+        async with services(settings) as state:
+            # Everything built so far lives as long as the process: move it out of the garbage
+            # collector's reach, so full collections (which pause every stream) only walk what streams
+            # allocate.
             gc.freeze()
-            yield AppState(
-                settings=settings,
-                engine=engine,
-                sessionmaker=sessionmaker,
-                http=http,
-                broker=broker,
-                breaker=breaker,
-                articles=articles,
-                jobs=jobs,
-            )
+            yield state
 
     app = FastAPI(
         title="Atelier",
@@ -122,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
-    app.include_router(catalog_router)
+    app.include_router(collection_router)
     app.include_router(articles_router)
     app.include_router(generation_router)
     app.include_router(web_router)
@@ -130,5 +151,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+@asynccontextmanager
+async def cli_parts(settings: Settings) -> AsyncIterator[Parts]:
+    async with services(settings) as state:
+        yield Parts(catalog=state["catalog"], portraits=state["portraits"])
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The `atelier` console script."""
+    return commands.run(argv, cli_parts)
+
+
 # The ASGI app uvicorn serves (`app.main:app`); building it connects to nothing until the lifespan runs.
 app = create_app()
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any
 
+from fastapi import Depends, Request
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -89,3 +90,12 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once; tests build their own `Settings` and pass it to `create_app`."""
     return Settings()
+
+
+async def _request_settings(request: Request) -> Settings:
+    """The settings the running app was built with (tests build apps with their own)."""
+    settings: Settings = request.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_request_settings)]

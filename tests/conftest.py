@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import pytest
 from app import migrations
 from app.settings import Settings
 from tests.fakes.upstream import FakeUpstream, fake_upstream
-from tests.support import TOKEN, LiveServer, fresh_postgres_database, live_server, sqlite_url
+from tests.support import TOKEN, LiveServer, MakeServer, fresh_postgres_database, live_server, sqlite_url
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +53,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def make_server(sqlite_database: str) -> Callable[..., AbstractContextManager[LiveServer]]:
+def make_server(sqlite_database: str) -> MakeServer:
     """Start a server with settings overridden for one test: `with make_server(job_grace=0.1) as server:`."""
 
     def make(**overrides: Any) -> AbstractContextManager[LiveServer]:
@@ -63,22 +63,31 @@ def make_server(sqlite_database: str) -> Callable[..., AbstractContextManager[Li
 
 
 @pytest.fixture
-def server(make_server: Callable[..., AbstractContextManager[LiveServer]]) -> Iterator[LiveServer]:
+def server(make_server: MakeServer) -> Iterator[LiveServer]:
     with make_server() as live:
         yield live
 
 
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    """A scriptable Mistral-compatible upstream serving real HTTP on loopback."""
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[FakeUpstream]:
+    """One fake upstream for the whole run: starting and stopping uvicorn for each test costs ~0.2 s.
+    Tests take it through `upstream`, which resets it."""
     with fake_upstream() as fake:
         yield fake
 
 
 @pytest.fixture
-def make_app(
-    make_server: Callable[..., AbstractContextManager[LiveServer]], upstream: FakeUpstream
-) -> Callable[..., AbstractContextManager[LiveServer]]:
+def upstream(upstream_server: FakeUpstream) -> Iterator[FakeUpstream]:
+    """A scriptable Mistral-compatible upstream serving real HTTP on loopback, as clean as a new one:
+    no recorded requests, no queued replies, the default reply. (A test that needs its own server, e.g.
+    to stop it, runs `fake_upstream()` itself.)"""
+    upstream_server.reset()
+    yield upstream_server
+    upstream_server.reset()
+
+
+@pytest.fixture
+def make_app(make_server: MakeServer, upstream: FakeUpstream) -> MakeServer:
     """A server wired to the fake upstream: `with make_app(job_grace=0.2) as server:`."""
 
     def make(**overrides: Any) -> AbstractContextManager[LiveServer]:
@@ -89,6 +98,6 @@ def make_app(
 
 
 @pytest.fixture
-def app_server(make_app: Callable[..., AbstractContextManager[LiveServer]]) -> Iterator[LiveServer]:
+def app_server(make_app: MakeServer) -> Iterator[LiveServer]:
     with make_app() as live:
         yield live

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ POSTGRES_URL = os.environ.get(
     "ATELIER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 STARTUP_DEADLINE = 10.0
+ARTISTS = "/api/v1/collection/artists"
 
 
 @dataclass
@@ -42,6 +43,10 @@ class LiveServer:
         path = self.settings.database_url.split(":///", 1)[1]
         with sqlite3.connect(path) as connection:
             return connection.execute(sql).fetchall()
+
+
+# The `make_server` and `make_app` fixtures: `with make_server(job_grace=0.1) as server:`.
+MakeServer = Callable[..., AbstractContextManager[LiveServer]]
 
 
 @contextmanager
@@ -174,3 +179,36 @@ def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout} s")
         time.sleep(0.01)
+
+
+# --- API helpers ---------------------------------------------------------------------------------------
+
+
+def post_artist(server: LiveServer, body: dict[str, Any]) -> httpx.Response:
+    """POST `body` as a new artist, with the write token; the answer is not checked."""
+    return server.client.post(ARTISTS, json=body, headers=AUTH)
+
+
+def create_artist(server: LiveServer, name: str = "Nina Simone", **fields: Any) -> dict[str, Any]:
+    """Create an artist (`name` plus any other fields), assert 201 and return the JSON body."""
+    response = post_artist(server, {"name": name, **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def add_artist(server: LiveServer, name: str = "Nina Simone", **fields: Any) -> int:
+    """Create an artist like `create_artist` and return its id."""
+    artist_id: int = create_artist(server, name, **fields)["id"]
+    return artist_id
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Assert the API's JSON error shape (status, `error.code`, a message, no traceback); return `error`."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert "Traceback" not in response.text
+    return error

@@ -12,6 +12,8 @@ import httpx
 from tests.fakes.upstream import FakeUpstream, error_reply
 
 ROOT = Path(__file__).resolve().parent.parent
+# The console script pip installed (`atelier = "app.main:cli"`), run as a user runs it.
+ATELIER = str(Path(sys.executable).parent / "atelier")
 
 
 def atelier(
@@ -19,7 +21,7 @@ def atelier(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ATELIER_DATABASE_URL": f"sqlite+aiosqlite:///{database}", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [ATELIER, *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -47,7 +49,7 @@ def test_serve_answers_on_its_port(tmp_path: Path) -> None:
         port = probe.getsockname()[1]
     env = {**os.environ, "ATELIER_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        [ATELIER, "serve", "--port", str(port), "--log-level", "warning"],
         env=env,
         cwd=ROOT,
     )

@@ -36,3 +36,17 @@ class ArticlePublic(ArticleVersion):
 
 class ArticleVersions(BaseModel):
     items: list[ArticleVersion]
+
+
+class ArticleSummary(BaseModel):
+    """What an artist shows of its stored portrait (default language, long)."""
+
+    article_id: int
+    version: int
+    language: str
+    length: str
+    words: int
+    stale: bool
+    truncated: bool
+    created_at: datetime
+    url: str

@@ -1,7 +1,8 @@
 """Stored portraits: store a finished generation as a new version, read them back, tell when one is stale.
 
 An article is stale when its artist changed after it was written, or when it was written by the demo
-writer and a real upstream is configured now.
+writer and a real upstream is configured now. Every method opens its own short session: no caller holds
+one, and none is open while a stream is written.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Any, Protocol
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.articles.errors import ArticleNotFound
 from app.articles.models import Article
 from app.articles.render import render_markdown
 from app.articles.repository import ArticleRepository
-from app.articles.schemas import ArticlePublic, ArticleVersion, ArticleVersions
+from app.articles.schemas import ArticlePublic, ArticleSummary, ArticleVersion, ArticleVersions
 from app.catalog.models import Artist
-from app.catalog.schemas import ArticleSummary
-from app.errors import NotFound
+from app.catalog.repository import ArtistRepository
+from app.catalog.service import require_artist
 from app.kit.text import count_words
 
 ARTICLE_PATH = "/api/v1/collection/artists/{artist_id}/article"
@@ -33,11 +35,6 @@ class Versioned(Protocol):
     def id(self) -> int: ...
     @property
     def updated_at(self) -> datetime: ...
-
-
-class ArticleNotFound(NotFound):
-    code = "article_not_found"
-    message = "No portrait is stored for this artist yet."
 
 
 @dataclass(frozen=True)
@@ -57,23 +54,26 @@ class ArticleDraft:
     job_id: str | None
 
 
-def is_stale(article: Article, artist_updated_at: datetime, upstream_configured: bool) -> bool:
-    return artist_updated_at > article.created_at or (article.writer == "demo" and upstream_configured)
-
-
 def article_url(article: Article) -> str:
     base = ARTICLE_PATH.format(artist_id=article.artist_id)
     return f"{base}/versions/{article.version}?language={article.language}&length={article.length}"
 
 
+def latest_url(artist_id: int, language: str, length: str) -> str:
+    return f"{ARTICLE_PATH.format(artist_id=artist_id)}?language={language}&length={length}"
+
+
 class ArticleService:
-    def __init__(self, upstream_configured: bool) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, upstream_configured: bool) -> None:
+        self.sessionmaker = sessionmaker
         self.upstream_configured = upstream_configured
 
-    async def store(self, sessionmaker: async_sessionmaker[AsyncSession], draft: ArticleDraft) -> Article:
+    # --- writing ---------------------------------------------------------------------------------------
+
+    async def store(self, draft: ArticleDraft) -> Article:
         """One short transaction; a concurrent writer of the same version makes us take the next one."""
         for _attempt in range(5):
-            async with sessionmaker() as session:
+            async with self.sessionmaker() as session:
                 repository = ArticleRepository(session)
                 version = await repository.next_version(draft.artist_id, draft.language, draft.length)
                 article = Article(
@@ -97,44 +97,58 @@ class ArticleService:
                     await session.commit()
                 except IntegrityError:
                     await session.rollback()
-                    if await session.get(Artist, draft.artist_id) is None:
+                    if await ArtistRepository(session).get(draft.artist_id) is None:
                         raise
                     continue
                 return article
         raise RuntimeError("could not store the article: too many concurrent versions")
 
-    async def latest(self, session: AsyncSession, artist: Artist, language: str, length: str) -> Article:
-        article = await ArticleRepository(session).latest(artist.id, language, length)
+    # --- reading ---------------------------------------------------------------------------------------
+
+    async def lookup(self, artist_id: int, language: str, length: str) -> tuple[Artist, Article | None]:
+        """The artist (or `ArtistNotFound`) and its latest stored portrait, in one session."""
+        async with self.sessionmaker() as session:
+            artist = await require_artist(session, artist_id)
+            return artist, await ArticleRepository(session).latest(artist_id, language, length)
+
+    async def latest(self, artist_id: int, language: str, length: str) -> tuple[Artist, Article]:
+        artist, article = await self.lookup(artist_id, language, length)
         if article is None:
             raise ArticleNotFound(f"No {length} portrait in {language!r} is stored for {artist.name} yet.")
-        return article
-
-    async def find_latest(
-        self, session: AsyncSession, artist_id: int, language: str, length: str
-    ) -> Article | None:
-        return await ArticleRepository(session).latest(artist_id, language, length)
-
-    async def find_by_id(self, session: AsyncSession, article_id: int) -> Article | None:
-        return await ArticleRepository(session).get(article_id)
+        return artist, article
 
     async def version(
-        self, session: AsyncSession, artist: Artist, language: str, length: str, version: int
-    ) -> Article:
-        article = await ArticleRepository(session).version(artist.id, language, length, version)
+        self, artist_id: int, language: str, length: str, version: int
+    ) -> tuple[Artist, Article]:
+        async with self.sessionmaker() as session:
+            artist = await require_artist(session, artist_id)
+            article = await ArticleRepository(session).version(artist_id, language, length, version)
         if article is None:
             raise ArticleNotFound(f"Version {version} of this portrait does not exist.")
-        return article
+        return artist, article
 
-    async def versions(self, session: AsyncSession, artist: Artist) -> ArticleVersions:
-        articles = await ArticleRepository(session).versions(artist.id)
+    async def versions(self, artist_id: int) -> ArticleVersions:
+        async with self.sessionmaker() as session:
+            artist = await require_artist(session, artist_id)
+            articles = await ArticleRepository(session).versions(artist_id)
         return ArticleVersions(items=[self.version_view(article, artist) for article in articles])
 
+    async def find_with_artist(self, article_id: int) -> tuple[Article, Artist] | None:
+        """A stored article by id, with its artist (for resuming a replay)."""
+        async with self.sessionmaker() as session:
+            article = await ArticleRepository(session).get(article_id)
+            if article is None:
+                return None
+            artist = await ArtistRepository(session).get(article.artist_id)
+        return None if artist is None else (article, artist)
+
     async def summaries(
-        self, session: AsyncSession, artists: Sequence[Versioned], language: str, length: str
+        self, artists: Sequence[Versioned], language: str, length: str
     ) -> dict[int, ArticleSummary]:
-        latest = await ArticleRepository(session).latest_for_artists(
-            [a.id for a in artists], language, length
-        )
+        async with self.sessionmaker() as session:
+            latest = await ArticleRepository(session).latest_for_artists(
+                [a.id for a in artists], language, length
+            )
         updated = {artist.id: artist.updated_at for artist in artists}
         return {
             artist_id: ArticleSummary(
@@ -143,13 +157,20 @@ class ArticleService:
                 language=article.language,
                 length=article.length,
                 words=article.words,
-                stale=is_stale(article, updated[artist_id], self.upstream_configured),
+                stale=self.is_stale(article, updated[artist_id]),
                 truncated=article.truncated,
                 created_at=article.created_at,
                 url=article_url(article),
             )
             for artist_id, article in latest.items()
         }
+
+    # --- views -----------------------------------------------------------------------------------------
+
+    def is_stale(self, article: Article, artist_updated_at: datetime) -> bool:
+        return artist_updated_at > article.created_at or (
+            article.writer == "demo" and self.upstream_configured
+        )
 
     def version_view(self, article: Article, artist: Artist) -> ArticleVersion:
         return ArticleVersion(
@@ -161,7 +182,7 @@ class ArticleService:
             words=article.words,
             model=article.model,
             writer=article.writer,
-            stale=is_stale(article, artist.updated_at, self.upstream_configured),
+            stale=self.is_stale(article, artist.updated_at),
             truncated=article.truncated,
             finish_reason=article.finish_reason,
             created_at=article.created_at,

@@ -1,4 +1,5 @@
-"""The catalog's wire shapes, named by role: ArtistCreate, ArtistUpdate, ArtistPublic, ArtistsPublic."""
+"""The catalog's shapes, named by role: ArtistFacts (the fields, listed once), ArtistCreate, ArtistUpdate,
+ArtistRecord."""
 
 from __future__ import annotations
 
@@ -16,19 +17,18 @@ Year = Annotated[int, Field(ge=1000, le=2100)]
 Kind = Literal["person", "group"]
 
 
-class _Input(BaseModel):
+def _years_in_order(start: int | None, end: int | None) -> None:
+    if start is not None and end is not None and end < start:
+        raise ValueError("active_to must not be before active_from")
+
+
+class ArtistFacts(BaseModel):
+    """An artist's own fields, listed once: what the catalog stores, the API accepts and shows, and the
+    writer is given (as quoted data) when a portrait starts."""
+
     # strict: a year sent as "1950" or a name sent as 42 is a client bug worth reporting, not guessing.
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    @model_validator(mode="after")
-    def _years_in_order(self) -> Any:
-        start, end = getattr(self, "active_from", None), getattr(self, "active_to", None)
-        if start is not None and end is not None and end < start:
-            raise ValueError("active_to must not be before active_from")
-        return self
-
-
-class ArtistCreate(_Input):
     name: Name
     kind: Kind = "person"
     country: ShortText | None = None
@@ -38,9 +38,25 @@ class ArtistCreate(_Input):
     notable_works: list[Work] = Field(default_factory=list, max_length=50)
     notes: Notes | None = None
 
+    @model_validator(mode="after")
+    def _years_in_order(self) -> ArtistFacts:
+        _years_in_order(self.active_from, self.active_to)
+        return self
 
-class ArtistUpdate(_Input):
-    """Only the fields sent are changed; `name` and `kind` cannot be cleared."""
+    @classmethod
+    def of(cls, artist: Any) -> ArtistFacts:
+        """A snapshot of a stored artist's facts (copied: later changes to the row do not reach it)."""
+        return cls.model_validate({name: getattr(artist, name) for name in cls.model_fields})
+
+
+class ArtistCreate(ArtistFacts):
+    """The body of `POST /artists`."""
+
+
+class ArtistUpdate(BaseModel):
+    """The body of `PATCH`: only the fields sent are changed; `name` and `kind` cannot be cleared."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Name | None = None
     kind: Kind | None = None
@@ -52,46 +68,19 @@ class ArtistUpdate(_Input):
     notes: Notes | None = None
 
     @model_validator(mode="after")
-    def _required_fields_not_cleared(self) -> ArtistUpdate:
+    def _valid_changes(self) -> ArtistUpdate:
+        _years_in_order(self.active_from, self.active_to)
         for field in ("name", "kind", "genres", "notable_works"):
             if field in self.model_fields_set and getattr(self, field) is None:
                 raise ValueError(f"{field} cannot be null")
         return self
 
 
-class ArticleSummary(BaseModel):
-    """What an artist shows of its stored portrait; filled in by the articles package."""
+class ArtistRecord(ArtistFacts):
+    """A stored artist: its facts, its id and its timestamps."""
 
-    article_id: int
-    version: int
-    language: str
-    length: str
-    words: int
-    stale: bool
-    truncated: bool
-    created_at: datetime
-    url: str
-
-
-class ArtistPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, strict=False, extra="ignore")
 
     id: int
-    name: str
-    kind: Kind
-    country: str | None
-    genres: list[str]
-    active_from: int | None
-    active_to: int | None
-    notable_works: list[str]
-    notes: str | None
     created_at: datetime
     updated_at: datetime
-    article: ArticleSummary | None = None
-
-
-class ArtistsPublic(BaseModel):
-    items: list[ArtistPublic]
-    total: int
-    page: int
-    per_page: int

@@ -1,75 +1,105 @@
-"""The catalog's rules: names unique case- and accent-insensitively, years in order, one commit per write."""
+"""The catalog's rules: names unique case- and accent-insensitively, years in order, one transaction per
+write, owned here (routers never see a session).
+
+Other packages learn of changes through hooks rather than being called from here: the catalog knows
+nothing of articles or running jobs (`on_deleted` is how deleting an artist cancels its jobs).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from collections.abc import Awaitable, Callable, Sequence
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.catalog.errors import ArtistNotFound, name_taken
 from app.catalog.models import Artist
 from app.catalog.repository import ArtistQuery, ArtistRepository
-from app.catalog.schemas import ArtistCreate, ArtistPublic, ArtistsPublic, ArtistUpdate
-from app.errors import ArtistNotFound, Conflict, ValidationFailed
+from app.catalog.schemas import ArtistCreate, ArtistUpdate
+from app.errors import ValidationFailed
+
+ArtistHook = Callable[[int], Awaitable[None]]
 
 
-def _conflict(name: str) -> Conflict:
-    return Conflict(f"An artist named {name!r} already exists.")
+async def require_artist(session: AsyncSession, artist_id: int) -> Artist:
+    """The artist, or `ArtistNotFound`: for any service that reads an artist inside its own session."""
+    artist = await ArtistRepository(session).get(artist_id)
+    if artist is None:
+        raise ArtistNotFound(f"No artist has the id {artist_id}.")
+    return artist
 
 
 class CatalogService:
-    async def search(self, session: AsyncSession, query: ArtistQuery) -> ArtistsPublic:
-        artists, total = await ArtistRepository(session).search(query)
-        return ArtistsPublic(
-            items=[ArtistPublic.model_validate(artist) for artist in artists],
-            total=total,
-            page=query.page,
-            per_page=query.per_page,
-        )
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.sessionmaker = sessionmaker
+        self.on_updated: list[ArtistHook] = []
+        self.on_deleted: list[ArtistHook] = []
 
-    async def get(self, session: AsyncSession, artist_id: int) -> Artist:
-        artist = await ArtistRepository(session).get(artist_id)
-        if artist is None:
-            raise ArtistNotFound(f"No artist has the id {artist_id}.")
+    async def search(self, query: ArtistQuery) -> tuple[Sequence[Artist], int]:
+        async with self.sessionmaker() as session:
+            return await ArtistRepository(session).search(query)
+
+    async def genres(self) -> list[str]:
+        async with self.sessionmaker() as session:
+            return await ArtistRepository(session).genres()
+
+    async def get(self, artist_id: int) -> Artist:
+        async with self.sessionmaker() as session:
+            return await require_artist(session, artist_id)
+
+    async def find(self, id_or_name: str) -> Artist | None:
+        """An artist by id (all digits) or by exact name (compared folded), for the command line."""
+        async with self.sessionmaker() as session:
+            repository = ArtistRepository(session)
+            artist = None
+            if id_or_name.isascii() and id_or_name.isdigit() and int(id_or_name) <= 2**31 - 1:
+                artist = await repository.get(int(id_or_name))
+            return artist or await repository.get_by_name(id_or_name)
+
+    async def create(self, data: ArtistCreate) -> Artist:
+        async with self.sessionmaker() as session:
+            repository = ArtistRepository(session)
+            if await repository.name_taken(data.name):
+                raise name_taken(data.name)
+            artist = Artist(**data.model_dump())
+            try:
+                await repository.add(artist)
+                await session.commit()
+            except IntegrityError as exc:  # a concurrent create won the race for the name
+                raise name_taken(data.name) from exc
+            return artist
+
+    async def update(self, artist_id: int, data: ArtistUpdate) -> Artist:
+        async with self.sessionmaker() as session:
+            repository = ArtistRepository(session)
+            artist = await require_artist(session, artist_id)
+            changes = data.model_dump(exclude_unset=True)
+            if "name" in changes and await repository.name_taken(changes["name"], except_id=artist_id):
+                raise name_taken(changes["name"])
+            start = changes.get("active_from", artist.active_from)
+            end = changes.get("active_to", artist.active_to)
+            if start is not None and end is not None and end < start:
+                raise ValidationFailed(
+                    fields=[{"loc": "body.active_to", "message": "active_to must not be before active_from"}]
+                )
+            for field, value in changes.items():
+                setattr(artist, field, value)
+            try:
+                await session.flush()
+                await session.commit()
+            except IntegrityError as exc:
+                raise name_taken(str(changes.get("name", artist_id))) from exc
+        await self._notify(self.on_updated, artist_id)
         return artist
 
-    async def create(self, session: AsyncSession, data: ArtistCreate) -> Artist:
-        repository = ArtistRepository(session)
-        if await repository.name_taken(data.name):
-            raise _conflict(data.name)
-        artist = Artist(**data.model_dump())
-        try:
-            await repository.add(artist)
+    async def delete(self, artist_id: int) -> None:
+        async with self.sessionmaker() as session:
+            artist = await require_artist(session, artist_id)
+            await ArtistRepository(session).delete(artist)
             await session.commit()
-        except IntegrityError as exc:  # a concurrent create won the race for the name
-            await session.rollback()
-            raise _conflict(data.name) from exc
-        return artist
+        await self._notify(self.on_deleted, artist_id)
 
-    async def update(self, session: AsyncSession, artist_id: int, data: ArtistUpdate) -> Artist:
-        repository = ArtistRepository(session)
-        artist = await self.get(session, artist_id)
-        changes = data.model_dump(exclude_unset=True)
-        if "name" in changes and await repository.name_taken(changes["name"], except_id=artist_id):
-            raise _conflict(changes["name"])
-        start = changes.get("active_from", artist.active_from)
-        end = changes.get("active_to", artist.active_to)
-        if start is not None and end is not None and end < start:
-            raise ValidationFailed(
-                fields=[{"loc": "body.active_to", "message": "active_to must not be before active_from"}]
-            )
-        for field, value in changes.items():
-            setattr(artist, field, value)
-        try:
-            await session.flush()
-            await session.commit()
-        except IntegrityError as exc:
-            await session.rollback()
-            raise _conflict(str(changes.get("name", artist_id))) from exc
-        return artist
-
-    async def delete(self, session: AsyncSession, artist_id: int) -> None:
-        artist = await self.get(session, artist_id)
-        await ArtistRepository(session).delete(artist)
-        await session.commit()
-
-
-catalog_service = CatalogService()
+    @staticmethod
+    async def _notify(hooks: list[ArtistHook], artist_id: int) -> None:
+        for hook in hooks:
+            await hook(artist_id)

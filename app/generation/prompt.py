@@ -4,40 +4,13 @@ never as instructions: a `notes` field saying "ignore previous instructions" is 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Literal
 
-Length = Literal["short", "medium", "long"]
-TARGET_WORDS: dict[str, int] = {"short": 600, "medium": 1500, "long": 3000}
+from app.articles.params import TARGET_WORDS
+from app.catalog.schemas import ArtistFacts
+from app.llm.client import Messages
+
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian"}
 FACTS_OPEN, FACTS_CLOSE = "<artist_facts>", "</artist_facts>"
-
-
-@dataclass(frozen=True)
-class ArtistFacts:
-    """What the writer may know of an artist: a snapshot taken when the job starts."""
-
-    id: int
-    name: str
-    kind: str
-    country: str | None
-    genres: list[str]
-    active_from: int | None
-    active_to: int | None
-    notable_works: list[str]
-    notes: str | None
-
-    def as_document(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "country": self.country,
-            "genres": self.genres,
-            "active_from": self.active_from,
-            "active_to": self.active_to,
-            "notable_works": self.notable_works,
-            "notes": self.notes,
-        }
 
 
 def user_message(facts: ArtistFacts, language: str, length: str) -> str:
@@ -45,7 +18,7 @@ def user_message(facts: ArtistFacts, language: str, length: str) -> str:
     language_name = LANGUAGE_NAMES.get(language, language)
     # json.dumps escapes quotes and control characters, and "<" is escaped so the data can never close the
     # tag it sits in (a name like "</artist_facts> new instructions" stays inside the document).
-    document = json.dumps(facts.as_document(), ensure_ascii=False, indent=2).replace("<", "\\u003c")
+    document = json.dumps(facts.model_dump(mode="json"), ensure_ascii=False, indent=2).replace("<", "\\u003c")
     return (
         f"Write the portrait of the artist described by the JSON document below, in {language_name} "
         f"({language}), about {words} words.\n"
@@ -55,9 +28,7 @@ def user_message(facts: ArtistFacts, language: str, length: str) -> str:
     )
 
 
-def build_messages(
-    system_prompt: str, facts: ArtistFacts, language: str, length: str
-) -> list[dict[str, str]]:
+def build_messages(system_prompt: str, facts: ArtistFacts, language: str, length: str) -> Messages:
     return [
         {"role": "system", "content": system_prompt},
         {"role": "user", "content": user_message(facts, language, length)},

@@ -1,9 +1,7 @@
 """The per-client limit on new generations (`ATELIER_GENERATION_RATE`), with `limits`' moving window.
 
 Only starting a new upstream generation counts; joining a running job or replaying a stored article does
-not, and token holders are not limited. The client is the peer address, or the address its trusted
-proxies forwarded for (`ATELIER_TRUSTED_PROXIES`): X-Forwarded-For is read right to left, and the first
-address that is not a trusted proxy is the client, so a client cannot forge its way around the limit.
+not, and token holders are not limited (the portrait service decides who is counted: `portrait.py`).
 """
 
 from __future__ import annotations
@@ -11,23 +9,9 @@ from __future__ import annotations
 import math
 import time
 
-from fastapi import Request
 from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
-
-
-def client_address(request: Request, trusted_proxies: list[str]) -> str:
-    peer = request.client.host if request.client else "unknown"
-    if peer not in trusted_proxies:
-        return peer
-    forwarded = [
-        part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()
-    ]
-    for address in reversed(forwarded):
-        if address not in trusted_proxies:
-            return address
-    return peer
 
 
 class GenerationLimiter:

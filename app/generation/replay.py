@@ -7,16 +7,12 @@ from __future__ import annotations
 import re
 
 from app.articles.models import Article
-from app.generation import events
-from app.streaming.events import Event
+from app.articles.params import TARGET_WORDS
+from app.streaming.events import Done, Event, Metadata, Payload, Text, Usage
 
 # A block ends after a blank line; the separator stays with the block before it, so the deltas joined are
 # byte for byte the stored markdown.
 _BLOCK = re.compile(r".*?(?:\n[ \t]*\n+|\Z)", re.DOTALL)
-
-
-def replay_stream_id(article: Article) -> str:
-    return f"replay-{article.id}"
 
 
 def blocks(markdown: str) -> list[str]:
@@ -24,38 +20,34 @@ def blocks(markdown: str) -> list[str]:
 
 
 def replay_events(article: Article, artist_name: str, stale: bool) -> list[Event]:
-    payloads: list[tuple[str, dict[str, object]]] = [
-        (
-            "metadata",
-            events.metadata(
-                job_id=None,
-                artist_id=article.artist_id,
-                artist_name=artist_name,
-                model=article.model,
-                writer=article.writer,
-                cached=True,
-                article_id=article.id,
-                version=article.version,
-                language=article.language,
-                length=article.length,
-                started_at=article.created_at,
-                stale=stale,
-            ),
+    usage = article.usage
+    payloads: list[Payload] = [
+        Metadata(
+            job_id=None,
+            artist_id=article.artist_id,
+            artist_name=artist_name,
+            model=article.model,
+            writer=article.writer,
+            cached=True,
+            article_id=article.id,
+            version=article.version,
+            language=article.language,
+            length=article.length,
+            target_words=TARGET_WORDS[article.length],
+            started_at=article.created_at,
+            stale=stale,
         ),
-        *(("text", events.text(block)) for block in blocks(article.markdown)),
-        (
-            "done",
-            events.done(
-                article_id=article.id,
-                version=article.version,
-                words=article.words,
-                finish_reason=article.finish_reason,
-                usage=article.usage,
-                duration_ms=article.duration_ms,
-            ),
+        *(Text(block) for block in blocks(article.markdown)),
+        Done(
+            article_id=article.id,
+            version=article.version,
+            words=article.words,
+            finish_reason=article.finish_reason,
+            truncated=article.truncated,
+            usage=None
+            if usage is None
+            else Usage(usage.get("prompt_tokens"), usage.get("completion_tokens")),
+            duration_ms=article.duration_ms,
         ),
     ]
-    return [
-        Event(seq=seq, type=type_, data={"type": type_, **data})  # type: ignore[arg-type]
-        for seq, (type_, data) in enumerate(payloads, start=1)
-    ]
+    return [Event(seq=seq, payload=payload) for seq, payload in enumerate(payloads, start=1)]

@@ -1,155 +1,219 @@
-"""The circuit breaker around upstream generations: pybreaker's state machine, made correct for streams
-under asyncio.
+"""The circuit breaker around upstream generations, made for streams under asyncio and for state that
+several processes may share.
 
-pybreaker alone does not fit (checked on 1.4.1): `call_async` needs Tornado; a decorated coroutine records
-success before it even runs; inside `calling()` a `CancelledError` counts as a failure, and excluding it
-turns it into a success; half-open lets every concurrent caller through. So pybreaker keeps the state, the
-counters, the storage and the listeners, and this module decides *when* an outcome is recorded:
-
+The rules, in pure functions over one `Circuit` value:
 - `acquire()` before a generation: fails fast while open (`retry_after` = seconds until the trial); when
   the reset timeout has passed, moves to half-open and hands out exactly one trial permit; everyone else
   fails fast until the trial resolves.
 - `Permit.succeed()` at the first text token; `Permit.fail()` on an upstream failure that counts;
   `Permit.release()` when nothing was learned (a reader left, our request was wrong): neither outcome.
 - Only outcomes of calls made while closed, or of the trial while half-open, are recorded: a stale result
-  from a generation that started before the circuit opened decides nothing.
+  from a generation that started before the circuit opened decides nothing (`period` numbers the states).
+
+The state lives behind `CircuitStorage`, whose one operation applies a rule atomically: in memory that is
+a plain assignment (nothing interleaves under asyncio); a shared store (Redis, a later issue) runs the same
+rule in an optimistic transaction, so the single half-open trial holds across processes. Time comes from an
+injected clock's wall time, comparable between processes.
+
+Why not pybreaker (used until 2026-11-30): its storage is synchronous (its Redis storage would block the
+event loop), it stamps `opened_at` from its own clock (tests had to sleep), it has no getter for that time
+(we read its private storage), and its `call()` records outcomes at the wrong moment for a stream. What it
+still gave us was a counter and three state names.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol, TypeVar
 
-import pybreaker
-
+from app.kit.clock import Clock, SystemClock
 from app.llm import errors
 from app.llm.errors import UpstreamError
 
 log = logging.getLogger("atelier.breaker")
 
-CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
+State = Literal["closed", "open", "half-open"]
+CLOSED: State = "closed"
+OPEN: State = "open"
+HALF_OPEN: State = "half-open"
+T = TypeVar("T")
 
 
-class _LogTransitions(pybreaker.CircuitBreakerListener):
-    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
-        old = old_state.name if old_state is not None else "none"
-        log.warning("circuit %s: %s -> %s (failures: %d)", cb.name, old, new_state.name, cb.fail_counter)
+@dataclass(frozen=True)
+class Circuit:
+    state: State = CLOSED
+    failures: int = 0
+    opened_at: float | None = None  # wall-clock seconds
+    period: int = 0  # bumped at every transition
+    trial_out: bool = False  # half-open: the one trial permit is taken
 
 
-class _CountTransitions(pybreaker.CircuitBreakerListener):
-    """Numbers the state periods: a permit records only in the period it was acquired in."""
+class CircuitStorage(Protocol):
+    async def load(self) -> Circuit: ...
+
+    async def update(self, rule: Callable[[Circuit], tuple[Circuit, T]]) -> T:
+        """Apply `rule` to the stored circuit as one atomic step; return what it returns."""
+        ...
+
+
+class MemoryCircuitStorage:
+    """One process's circuit. `update` runs the rule with no await inside: atomic under asyncio."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self._circuit = Circuit()
 
-    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
-        self.count += 1
+    async def load(self) -> Circuit:
+        return self._circuit
 
-
-class _Recorded(Exception):
-    """Carries an upstream failure through pybreaker's `call()`, which records it and re-raises it."""
-
-
-def _raise(exc: BaseException) -> None:
-    raise exc
+    async def update(self, rule: Callable[[Circuit], tuple[Circuit, T]]) -> T:
+        self._circuit, result = rule(self._circuit)
+        return result
 
 
-def _ok() -> None:
-    return None
+@dataclass(frozen=True)
+class _Grant:
+    trial: bool
+    period: int
+
+
+def _transition(circuit: Circuit, state: State, **changes: Any) -> Circuit:
+    return replace(circuit, state=state, period=circuit.period + 1, trial_out=False, **changes)
+
+
+class _Logged:
+    """Applies rules through the storage and logs the transitions they made, once each, after the
+    storage committed them (a shared storage may run a rule more than once before one attempt commits)."""
+
+    def __init__(self, storage: CircuitStorage, name: str) -> None:
+        self.storage = storage
+        self.name = name
+
+    async def apply(self, rule: Callable[[Circuit], tuple[Circuit, T]]) -> T:
+        def logged(circuit: Circuit) -> tuple[Circuit, tuple[T, Circuit, Circuit]]:
+            after, result = rule(circuit)
+            return after, (result, circuit, after)
+
+        result, before, after = await self.storage.update(logged)
+        if after.period != before.period:
+            log.warning(
+                "circuit %s: %s -> %s (failures: %d)", self.name, before.state, after.state, after.failures
+            )
+        return result
+
+
+class Breaker:
+    def __init__(
+        self,
+        fail_max: int,
+        reset_timeout: float,
+        *,
+        clock: Clock | None = None,
+        storage: CircuitStorage | None = None,
+        name: str = "upstream",
+    ) -> None:
+        self.fail_max = fail_max
+        self.reset_timeout = reset_timeout
+        self.clock = clock or SystemClock()
+        self.storage = storage or MemoryCircuitStorage()
+        self._rules = _Logged(self.storage, name)
+
+    async def acquire(self) -> Permit:
+        """A permit for one generation, or `UpstreamError('upstream_unavailable')` at once."""
+        now = self.clock.time()
+
+        def rule(circuit: Circuit) -> tuple[Circuit, _Grant | float]:
+            if circuit.state == CLOSED:
+                return circuit, _Grant(trial=False, period=circuit.period)
+            if circuit.state == OPEN:
+                # No opening time (a record written by hand) counts as long past: a trial may go.
+                opened_at = circuit.opened_at if circuit.opened_at is not None else now - self.reset_timeout
+                remaining = opened_at + self.reset_timeout - now
+                if remaining > 0:
+                    return circuit, remaining
+                circuit = _transition(circuit, HALF_OPEN)
+            if circuit.trial_out:
+                return circuit, 1.0  # the trial's outcome comes at its first token; ask again shortly
+            circuit = replace(circuit, trial_out=True)
+            return circuit, _Grant(trial=True, period=circuit.period)
+
+        granted = await self._rules.apply(rule)
+        if not isinstance(granted, _Grant):
+            raise errors.upstream_unavailable(retry_after=math.ceil(granted))
+        return Permit(self, trial=granted.trial, period=granted.period)
+
+    def _records(self, circuit: Circuit, permit: Permit) -> bool:
+        if permit.period != circuit.period:
+            return False  # acquired before the circuit changed state (even if it has closed again since)
+        return circuit.state == CLOSED or (circuit.state == HALF_OPEN and permit.trial)
+
+    async def _succeed(self, permit: Permit) -> None:
+        def rule(circuit: Circuit) -> tuple[Circuit, None]:
+            if not self._records(circuit, permit):
+                return circuit, None
+            if circuit.state == HALF_OPEN:
+                return _transition(circuit, CLOSED, failures=0, opened_at=None), None
+            return replace(circuit, failures=0), None
+
+        await self._rules.apply(rule)
+
+    async def _fail(self, permit: Permit) -> None:
+        now = self.clock.time()
+
+        def rule(circuit: Circuit) -> tuple[Circuit, None]:
+            if not self._records(circuit, permit):
+                return circuit, None
+            failures = circuit.failures + 1
+            if circuit.state == HALF_OPEN or failures >= self.fail_max:
+                return _transition(circuit, OPEN, failures=failures, opened_at=now), None
+            return replace(circuit, failures=failures), None
+
+        await self._rules.apply(rule)
+
+    async def _release(self, permit: Permit) -> None:
+        def rule(circuit: Circuit) -> tuple[Circuit, None]:
+            if permit.trial and circuit.period == permit.period and circuit.state == HALF_OPEN:
+                return replace(circuit, trial_out=False), None
+            return circuit, None
+
+        await self._rules.apply(rule)
+
+    async def describe(self) -> dict[str, Any]:
+        circuit = await self.storage.load()
+        described: dict[str, Any] = {"state": circuit.state, "failures": circuit.failures}
+        if circuit.state == OPEN and circuit.opened_at is not None:
+            remaining = circuit.opened_at + self.reset_timeout - self.clock.time()
+            described["retry_after"] = max(0, math.ceil(remaining))
+        return described
 
 
 class Permit:
     """The right to make one upstream call; resolved exactly once (later calls do nothing)."""
 
-    def __init__(self, breaker: Breaker, *, trial: bool) -> None:
+    def __init__(self, breaker: Breaker, *, trial: bool, period: int) -> None:
         self.breaker = breaker
         self.trial = trial
+        self.period = period
         self.resolved = False
-        self.period = breaker.transitions.count
 
-    def succeed(self) -> None:
-        if not self._resolve():
-            return
-        if self.breaker.records(self):
-            self.breaker.cb.call(_ok)
+    async def succeed(self) -> None:
+        if self._resolve():
+            await self.breaker._succeed(self)
 
-    def fail(self, exc: UpstreamError) -> None:
+    async def fail(self, exc: UpstreamError) -> None:
         if not exc.counts:
-            self.release()
-            return
-        if not self._resolve():
-            return
-        if self.breaker.records(self):
-            try:
-                self.breaker.cb.call(_raise, _Recorded(exc.code))
-            except _Recorded:
-                pass
+            await self.release()
+        elif self._resolve():
+            await self.breaker._fail(self)
 
-    def release(self) -> None:
-        self._resolve()
+    async def release(self) -> None:
+        if self._resolve():
+            await self.breaker._release(self)
 
     def _resolve(self) -> bool:
         if self.resolved:
             return False
         self.resolved = True
-        if self.trial:
-            self.breaker.trial_running = False
         return True
-
-
-class Breaker:
-    def __init__(self, fail_max: int, reset_timeout: float, name: str = "upstream") -> None:
-        self.transitions = _CountTransitions()
-        self.cb = pybreaker.CircuitBreaker(
-            fail_max=fail_max,
-            reset_timeout=reset_timeout,
-            name=name,
-            listeners=[_LogTransitions(), self.transitions],
-            throw_new_error_on_trip=False,  # the call that trips raises its own error, recorded as such
-        )
-        self.trial_running = False
-
-    @property
-    def state(self) -> str:
-        return str(self.cb.current_state)
-
-    def seconds_until_trial(self) -> float:
-        # pybreaker keeps the opening time in its storage (memory or Redis) but has no public getter.
-        opened_at: datetime | None = self.cb._state_storage.opened_at
-        if opened_at is None:
-            return 0.0
-        elapsed = (datetime.now(UTC) - opened_at).total_seconds()
-        return max(0.0, self.cb.reset_timeout - elapsed)
-
-    def acquire(self) -> Permit:
-        """A permit for one generation, or `UpstreamError('upstream_unavailable')` at once.
-
-        Synchronous on purpose: under asyncio nothing can interleave between the check and the grant."""
-        state = self.state
-        if state == OPEN:
-            remaining = self.seconds_until_trial()
-            if remaining > 0:
-                raise errors.upstream_unavailable(retry_after=math.ceil(remaining))
-            self.cb.half_open()
-            state = HALF_OPEN
-        if state == HALF_OPEN:
-            if self.trial_running:
-                # The trial's outcome comes at its first token; ask again shortly.
-                raise errors.upstream_unavailable(retry_after=1)
-            self.trial_running = True
-            return Permit(self, trial=True)
-        return Permit(self, trial=False)
-
-    def records(self, permit: Permit) -> bool:
-        if permit.period != self.transitions.count:
-            return False  # acquired before the circuit opened (even if it has closed again since)
-        state = self.state
-        return state == CLOSED or (state == HALF_OPEN and permit.trial)
-
-    def describe(self) -> dict[str, Any]:
-        described: dict[str, Any] = {"state": self.state, "failures": self.cb.fail_counter}
-        if self.state == OPEN:
-            described["retry_after"] = math.ceil(self.seconds_until_trial())
-        return described

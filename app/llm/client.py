@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
@@ -62,6 +62,17 @@ class Finish:
 
 
 Chunk = TextDelta | Finish
+Messages = list[dict[str, str]]
+
+
+class ChatModel(Protocol):
+    """What a generation needs of a writer: its model name, and one streamed call at a time. `LLMClient`
+    is the real one; tests script their own."""
+
+    @property
+    def model(self) -> str: ...
+
+    def stream(self, messages: Messages) -> AsyncGenerator[Chunk, None]: ...
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -221,6 +232,10 @@ class LLMClient:
     def __init__(self, http: httpx.AsyncClient, config: UpstreamConfig) -> None:
         self.http = http
         self.config = config
+
+    @property
+    def model(self) -> str:
+        return self.config.model
 
     def request_body(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         # Only fields every target accepts: Mistral answers 422 to unknown ones such as `stream_options`.

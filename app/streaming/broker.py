@@ -1,18 +1,19 @@
 """Event logs behind a small broker interface: a job appends, every reader keeps its own cursor.
 
 A reader is a cursor (`read(after=seq)`), not a queue the job pushes into, so a slow reader never slows
-the job or other readers, and a reader that reconnects resumes from its last id. The in-process broker
-keeps logs in memory; a Redis Streams broker can implement the same interface for several instances.
+the job or other readers, and a reader that reconnects resumes from its last id. The broker stores typed
+events (`streaming/events.py`) and knows no wire format. The in-process broker keeps logs in memory; a
+Redis Streams broker can implement the same interface for several instances.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from app.streaming import sse
-from app.streaming.events import Event, EventType
+from app.kit.clock import Clock, SystemClock, Timer
+from app.streaming.events import Event, Payload
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Batch:
 
 class Broker(Protocol):
     async def create(self, stream_id: str) -> None: ...
-    async def append(self, stream_id: str, type_: EventType, data: dict[str, Any]) -> Event: ...
+    async def append(self, stream_id: str, payload: Payload) -> Event: ...
     async def close(self, stream_id: str, retention: float) -> None: ...
     async def read(self, stream_id: str, after: int, wait: float) -> Batch | None: ...
     async def last_seq(self, stream_id: str) -> int | None: ...
@@ -82,33 +83,34 @@ class _Log:
 
 
 class InProcessBroker:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
         self._logs: dict[str, _Log] = {}
-        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._expiry: dict[str, Timer] = {}
 
     async def create(self, stream_id: str) -> None:
+        if stream_id in self._logs:
+            raise ValueError(f"stream {stream_id} exists")  # ids are unique: a second log would mix two
         self._logs[stream_id] = _Log()
 
-    async def append(self, stream_id: str, type_: EventType, data: dict[str, Any]) -> Event:
+    async def append(self, stream_id: str, payload: Payload) -> Event:
         log = self._logs[stream_id]
         if log.closed:
             raise RuntimeError(f"stream {stream_id} is closed")
-        seq = len(log.events) + 1
-        payload = {"type": type_, **data}
-        event = Event(
-            seq=seq, type=type_, data=payload, frame=sse.encode_frame(stream_id, seq, type_, payload)
-        )
+        event = Event(seq=len(log.events) + 1, payload=payload)
         log.events.append(event)
         log.notify(asyncio.get_running_loop().time())
         return event
 
     async def close(self, stream_id: str, retention: float) -> None:
         log = self._logs[stream_id]
+        if log.closed:
+            return  # closed once; its retention runs from then
         log.closed = True
         loop = asyncio.get_running_loop()
         log.notify(loop.time())
         log.stop()
-        self._expiry[stream_id] = loop.call_later(retention, self._forget, stream_id)
+        self._expiry[stream_id] = self._clock.call_later(retention, lambda: self._forget(stream_id))
 
     async def read(self, stream_id: str, after: int, wait: float) -> Batch | None:
         """Events with seq > `after`, waiting up to `wait` seconds for some; None for an unknown stream."""

@@ -8,7 +8,7 @@ from starlette.responses import StreamingResponse
 
 from app.streaming import sse
 from app.streaming.broker import Broker
-from app.streaming.events import Event, merge_text
+from app.streaming.events import Error, Event, Text, merge_text
 
 
 class StreamAborted(Exception):
@@ -68,10 +68,11 @@ def markdown_response(
         try:
             async for batch in batches:
                 for event in batch or []:
-                    if event.type == "text":
-                        yield event.data["delta"].encode()
-                    elif event.type == "error":
-                        raise StreamAborted(event.data["code"])
+                    payload = event.payload
+                    if isinstance(payload, Text):
+                        yield payload.delta.encode()
+                    elif isinstance(payload, Error):
+                        raise StreamAborted(payload.code)
         finally:
             if on_close is not None:
                 on_close()

@@ -2,14 +2,17 @@
 
 Every event is `id: <stream>:<seq>`, `event: <type>`, and one `data:` line of JSON. JSON escapes CR and LF
 inside strings, so model text can never end a line, forge a field, or look like a frame of its own.
+
+An event is encoded once: the first reader to send it keeps the bytes on the event (`Event.wire`), and a
+thousand readers of one job share them.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from app.streaming.events import Event
+from app.streaming.ids import event_id
 
 MEDIA_TYPE = "text/event-stream; charset=utf-8"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -17,34 +20,20 @@ PING = b": ping\n\n"
 PING_INTERVAL = 15.0
 
 
-def event_id(stream_id: str, seq: int) -> str:
-    return f"{stream_id}:{seq}"
-
-
-def parse_event_id(value: str | None) -> tuple[str, int] | None:
-    """`"<stream>:<seq>"` → (stream, seq); None for anything else.
-
-    The seq must be ASCII digits: `str.isdigit()` alone accepts "²" (which `int()` refuses, a 500) and
-    other scripts' digits."""
-    if not value:
-        return None
-    stream_id, sep, seq = value.strip().rpartition(":")
-    if not sep or not stream_id or not (seq.isascii() and seq.isdigit()) or len(seq) > 12:
-        return None
-    return stream_id, int(seq)
-
-
 def encode(stream_id: str, event: Event) -> bytes:
-    if event.frame is not None:
-        return event.frame
-    return encode_frame(stream_id, event.seq, event.type, event.data)
+    # The memo holds the frame under the one stream id its event belongs to (an event is appended to one
+    # log and read only through it), so the id need not be part of the memo.
+    wire = event.wire
+    if wire is None:
+        wire = event.wire = encode_frame(stream_id, event)
+    return wire
 
 
-def encode_frame(stream_id: str, seq: int, type_: str, payload: dict[str, Any]) -> bytes:
-    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+def encode_frame(stream_id: str, event: Event) -> bytes:
+    data = json.dumps(event.payload.data(), ensure_ascii=False, separators=(",", ":"))
     # A lone surrogate (an upstream may send "\\ud800") cannot be UTF-8: write it as the JSON escape it
     # came from instead of failing the whole stream. Non-ASCII only occurs inside JSON strings here.
-    frame = f"id: {event_id(stream_id, seq)}\nevent: {type_}\ndata: {data}\n\n"
+    frame = f"id: {event_id(stream_id, event.seq)}\nevent: {event.type}\ndata: {data}\n\n"
     return frame.encode("utf-8", errors="backslashreplace")
 
 

@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from fastapi import Request
 from markupsafe import Markup
 
 from app.articles.models import Article
+from app.articles.params import LENGTH_LABELS
 from app.catalog.models import Artist
-from app.catalog.schemas import ArtistPublic, ArtistsPublic
+from app.catalog.schemas import ArtistRecord
 
 API_ARTISTS = "/api/v1/collection/artists"
 
 
 @dataclass(frozen=True)
 class ArtistCard:
-    id: int
-    name: str
-    kind: str
-    country: str | None
-    genres: list[str]
+    artist: ArtistRecord
     years: str
 
     @classmethod
-    def of(cls, artist: ArtistPublic) -> ArtistCard:
+    def of(cls, artist: Artist) -> ArtistCard:
         return cls(
-            id=artist.id,
-            name=artist.name,
-            kind=artist.kind,
-            country=artist.country,
-            genres=artist.genres,
+            artist=ArtistRecord.model_validate(artist),
             years=years_active(artist.active_from, artist.active_to),
         )
 
@@ -58,9 +51,17 @@ class CatalogPage:
 
     @classmethod
     def build(
-        cls, request: Request, *, result: ArtistsPublic, q: str, genre: str, genres: list[str]
+        cls,
+        *,
+        artists: Sequence[Artist],
+        total: int,
+        page: int,
+        per_page: int,
+        q: str,
+        genre: str,
+        genres: list[str],
     ) -> CatalogPage:
-        pages = max(1, -(-result.total // result.per_page))
+        pages = max(1, -(-total // per_page))
         filters = {key: value for key, value in (("q", q), ("genre", genre)) if value}
 
         def page_url(number: int) -> str:
@@ -71,27 +72,21 @@ class CatalogPage:
             q=q,
             genre=genre,
             genres=genres,
-            artists=[ArtistCard.of(item) for item in result.items],
-            total=result.total,
-            page=result.page,
+            artists=[ArtistCard.of(artist) for artist in artists],
+            total=total,
+            page=page,
             pages=pages,
             json_url=API_ARTISTS + ("?" + urlencode(filters) if filters else ""),
-            previous_url=page_url(result.page - 1) if result.page > 1 else None,
-            next_url=page_url(result.page + 1) if result.page < pages else None,
+            previous_url=page_url(page - 1) if page > 1 else None,
+            next_url=page_url(page + 1) if page < pages else None,
         )
 
 
 @dataclass(frozen=True)
 class ArtistPage:
     title: str
-    artist_id: int
-    name: str
-    kind: str
-    country: str | None
-    genres: list[str]
+    artist: ArtistRecord
     years: str
-    notable_works: list[str]
-    notes: str | None
     json_url: str
     portrait: PortraitPanel
 
@@ -99,24 +94,14 @@ class ArtistPage:
     def build(cls, artist: Artist, portrait: PortraitPanel) -> ArtistPage:
         return cls(
             title=artist.name,
-            artist_id=artist.id,
-            name=artist.name,
-            kind=artist.kind,
-            country=artist.country,
-            genres=list(artist.genres),
+            artist=ArtistRecord.model_validate(artist),
             years=years_active(artist.active_from, artist.active_to),
-            notable_works=list(artist.notable_works),
-            notes=artist.notes,
             json_url=f"{API_ARTISTS}/{artist.id}",
             portrait=portrait,
         )
 
 
-LENGTHS = [
-    ("short", "Short (≈600 words)"),
-    ("medium", "Medium (≈1,500 words)"),
-    ("long", "Long (≈3,000 words)"),
-]
+LENGTHS = list(LENGTH_LABELS.items())
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from selectolax.lexbor import LexborHTMLParser
 from sqlalchemy.exc import IntegrityError
@@ -17,10 +16,11 @@ from app.articles.models import Article
 from app.articles.service import ArticleDraft, ArticleService
 from app.db import create_engine, create_sessionmaker
 from app.kit.text import count_words
-from tests.support import AUTH, LiveServer
+from tests.support import ARTISTS, AUTH, LiveServer, assert_error, create_artist
 
-ARTISTS = "/api/v1/collection/artists"
 MARKDOWN_TYPE = {"Accept": "text/markdown"}
+# The artist these tests create unless they name another (always with this genre).
+PIAF: dict[str, Any] = {"name": "Édith Piaf", "genres": ["chanson"]}
 
 MARKDOWN = (
     "# Édith Piaf\n\n"
@@ -29,13 +29,6 @@ MARKDOWN = (
     "[a trap](javascript:alert(1)) and [a source](https://example.org/piaf)\n\n"
     "Windows line\r\nend, trailing spaces   \n"
 )
-
-
-def create_artist(server: LiveServer, name: str = "Édith Piaf") -> dict[str, Any]:
-    response = server.client.post(ARTISTS, json={"name": name, "genres": ["chanson"]}, headers=AUTH)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def store(server: LiveServer, artist_id: int, **overrides: Any) -> Article:
@@ -58,8 +51,8 @@ def store(server: LiveServer, artist_id: int, **overrides: Any) -> Article:
     async def go() -> Article:
         engine = create_engine(server.settings.database_url)
         try:
-            service = ArticleService(upstream_configured=False)
-            return await service.store(create_sessionmaker(engine), ArticleDraft(**values))
+            service = ArticleService(create_sessionmaker(engine), upstream_configured=False)
+            return await service.store(ArticleDraft(**values))
         finally:
             await engine.dispose()
 
@@ -70,18 +63,9 @@ def article_path(artist_id: int, suffix: str = "") -> str:
     return f"{ARTISTS}/{artist_id}/article{suffix}"
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    return error
-
-
 class TestJson:
     def test_get_when_stored_then_every_field(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         stored = store(server, artist["id"])
         response = server.client.get(article_path(artist["id"]))
         assert response.status_code == 200, response.text
@@ -108,7 +92,7 @@ class TestJson:
         assert abs(datetime.now(UTC) - created) < timedelta(minutes=1)
 
     def test_get_then_html_rendered_safely(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         html = server.client.get(article_path(artist["id"])).json()["html"]
         tree = LexborHTMLParser(html)
@@ -124,13 +108,13 @@ class TestJson:
         assert tree.css("[style]") == [] and tree.css("[onclick]") == []
 
     def test_get_when_null_usage_and_ttft_then_null(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"], usage=None, ttft_ms=None, job_id=None)
         body = server.client.get(article_path(artist["id"])).json()
         assert body["usage"] is None and body["ttft_ms"] is None
 
     def test_get_when_finish_reason_length_then_truncated(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"], finish_reason="length")
         body = server.client.get(article_path(artist["id"])).json()
         assert body["truncated"] is True
@@ -139,7 +123,7 @@ class TestJson:
         assert summary["truncated"] is True
 
     def test_get_when_params_then_that_language_and_length(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"], language="fr", length="short", markdown="# En français\n")
         store(server, artist["id"])
         body = server.client.get(article_path(artist["id"]), params={"language": "fr", "length": "short"})
@@ -152,7 +136,7 @@ class TestJson:
 
 class TestMarkdown:
     def test_get_when_accept_markdown_then_exact_bytes(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         response = server.client.get(article_path(artist["id"]), headers=MARKDOWN_TYPE)
         assert response.status_code == 200
@@ -175,7 +159,7 @@ class TestMarkdown:
     def test_get_when_accept_varies_then_representation_follows(
         self, server: LiveServer, accept: str, markdown: bool
     ) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         response = server.client.get(article_path(artist["id"]), headers={"Accept": accept})
         assert response.status_code == 200
@@ -187,7 +171,7 @@ class TestEtag:
     def test_etag_when_representations_differ_then_etags_differ_and_vary_accept(
         self, server: LiveServer
     ) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         as_json = server.client.get(article_path(artist["id"]))
         as_markdown = server.client.get(article_path(artist["id"]), headers=MARKDOWN_TYPE)
@@ -202,7 +186,7 @@ class TestEtag:
     def test_if_none_match_when_same_etag_then_304_empty(
         self, server: LiveServer, headers: dict[str, str]
     ) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         path = article_path(artist["id"])
         etag = server.client.get(path, headers=headers).headers["etag"]
@@ -214,7 +198,7 @@ class TestEtag:
             assert "accept" in response.headers["vary"].lower()
 
     def test_if_none_match_when_other_representation_etag_then_200(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         path = article_path(artist["id"])
         json_etag = server.client.get(path).headers["etag"]
@@ -226,13 +210,13 @@ class TestEtag:
         assert response.status_code == 200 and response.json()["markdown"] == MARKDOWN
 
     def test_if_none_match_when_unrelated_etag_then_200(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         response = server.client.get(article_path(artist["id"]), headers={"If-None-Match": '"nope"'})
         assert response.status_code == 200
 
     def test_etag_when_new_version_then_changes_and_old_one_misses(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         path = article_path(artist["id"])
         first = server.client.get(path).headers["etag"]
@@ -245,7 +229,7 @@ class TestEtag:
 
 class TestVersions:
     def test_latest_when_stored_twice_then_version_two_wins(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         first = store(server, artist["id"], markdown="# First\n")
         second = store(server, artist["id"], markdown="# Second\n")
         assert (first.version, second.version) == (1, 2)
@@ -254,7 +238,7 @@ class TestVersions:
         assert body["article_id"] == second.id
 
     def test_versions_then_every_version_newest_first_within_each(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         first = store(server, artist["id"], markdown="# First\n")
         second = store(server, artist["id"], markdown="# Second\n")
         french = store(server, artist["id"], language="fr", length="short", markdown="# Court\n")
@@ -272,12 +256,12 @@ class TestVersions:
         assert all(item["stale"] is False for item in items)
 
     def test_versions_when_none_stored_then_empty_list(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         response = server.client.get(article_path(artist["id"], "/versions"))
         assert response.status_code == 200 and response.json() == {"items": []}
 
     def test_version_when_one_then_first_text(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"], markdown="# First\n")
         store(server, artist["id"], markdown="# Second\n")
         response = server.client.get(article_path(artist["id"], "/versions/1"))
@@ -294,14 +278,14 @@ class TestVersions:
         assert not_modified.status_code == 304 and not_modified.content == b""
 
     def test_version_when_url_followed_then_same_article(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"], language="fr", length="medium", markdown="# Moyen\n")
         (item,) = server.client.get(article_path(artist["id"], "/versions")).json()["items"]
         body = server.client.get(item["url"]).json()
         assert body["article_id"] == item["article_id"] and body["markdown"] == "# Moyen\n"
 
     def test_version_when_missing_then_404_article_not_found(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         assert_error(server.client.get(article_path(artist["id"], "/versions/2")), 404, "article_not_found")
         other_length = server.client.get(
@@ -311,7 +295,7 @@ class TestVersions:
 
     @pytest.mark.parametrize("version", ["0", "-1", "abc", str(2**31)])
     def test_version_when_invalid_then_422(self, server: LiveServer, version: str) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         response = server.client.get(article_path(artist["id"], f"/versions/{version}"))
         assert_error(response, 422, "validation_error")
@@ -319,13 +303,13 @@ class TestVersions:
 
 class TestErrors:
     def test_get_when_no_article_then_404_article_not_found(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         assert_error(server.client.get(article_path(artist["id"])), 404, "article_not_found")
         as_markdown = server.client.get(article_path(artist["id"]), headers=MARKDOWN_TYPE)
         assert_error(as_markdown, 404, "article_not_found")
 
     def test_get_when_other_language_only_then_404(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"], language="fr")
         assert_error(server.client.get(article_path(artist["id"])), 404, "article_not_found")
 
@@ -347,7 +331,7 @@ class TestErrors:
     def test_get_when_bad_params_then_422_validation_error(
         self, server: LiveServer, params: dict[str, str], suffix: str
     ) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         response = server.client.get(article_path(artist["id"], suffix), params=params)
         error = assert_error(response, 422, "validation_error")
@@ -360,7 +344,7 @@ class TestErrors:
 
 class TestStaleness:
     def test_patch_artist_then_stale_and_etag_changes(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         path = article_path(artist["id"])
         before = server.client.get(path)
@@ -386,7 +370,7 @@ class TestStaleness:
         assert server.client.get(f"{ARTISTS}/{artist['id']}").json()["article"]["stale"] is True
 
     def test_patch_then_new_version_is_fresh(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"])
         server.client.patch(f"{ARTISTS}/{artist['id']}", json={"notes": "Born in Paris."}, headers=AUTH)
         store(server, artist["id"], markdown="# Rewritten\n")
@@ -399,7 +383,7 @@ class TestStaleness:
         self, make_server: Callable[..., AbstractContextManager[LiveServer]]
     ) -> None:
         with make_server(llm_base_url="http://127.0.0.1:9/v1", llm_api_key="k") as server:
-            artist = create_artist(server)
+            artist = create_artist(server, **PIAF)
             store(server, artist["id"], writer="demo")
             store(server, artist["id"], language="fr", writer="upstream")
             assert server.client.get(article_path(artist["id"])).json()["stale"] is True
@@ -409,7 +393,7 @@ class TestStaleness:
 
 class TestArtistSummary:
     def test_artist_when_article_stored_then_summary(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         assert server.client.get(f"{ARTISTS}/{artist['id']}").json()["article"] is None
         stored = store(server, artist["id"])
         summary = server.client.get(f"{ARTISTS}/{artist['id']}").json()["article"]
@@ -423,7 +407,7 @@ class TestArtistSummary:
         assert server.client.get(summary["url"]).json()["article_id"] == stored.id
 
     def test_artist_summary_then_only_default_language_long_and_latest(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         store(server, artist["id"], language="fr")
         store(server, artist["id"], length="short")
         assert server.client.get(f"{ARTISTS}/{artist['id']}").json()["article"] is None
@@ -433,8 +417,8 @@ class TestArtistSummary:
         assert summary["article_id"] == latest.id and summary["version"] == 2
 
     def test_list_then_each_artist_with_its_own_summary(self, server: LiveServer) -> None:
-        with_article = create_artist(server, "Nina Simone")
-        without = create_artist(server, "Nick Drake")
+        with_article = create_artist(server, "Nina Simone", genres=["chanson"])
+        without = create_artist(server, "Nick Drake", genres=["chanson"])
         stored = store(server, with_article["id"])
         items = server.client.get(ARTISTS, params={"q": "ni"}).json()["items"]
         by_id = {item["id"]: item for item in items}
@@ -444,8 +428,8 @@ class TestArtistSummary:
 
 class TestDelete:
     def test_delete_artist_then_its_articles_deleted(self, server: LiveServer) -> None:
-        artist = create_artist(server)
-        other = create_artist(server, "Nina Simone")
+        artist = create_artist(server, **PIAF)
+        other = create_artist(server, "Nina Simone", genres=["chanson"])
         store(server, artist["id"])
         store(server, artist["id"])
         store(server, artist["id"], language="fr")
@@ -460,7 +444,7 @@ class TestDelete:
         assert server.client.get(article_path(other["id"])).json()["article_id"] == kept.id
 
     def test_store_when_artist_deleted_then_refused(self, server: LiveServer) -> None:
-        artist = create_artist(server)
+        artist = create_artist(server, **PIAF)
         server.client.delete(f"{ARTISTS}/{artist['id']}", headers=AUTH)
         with pytest.raises(IntegrityError):
             store(server, artist["id"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from itertools import pairwise
 from typing import Any
 
@@ -16,18 +14,10 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser.support import screenshot
 from tests.fakes.tcp_proxy import tcp_proxy
 from tests.fakes.upstream import Reply, chunk, completion, drop, error_reply, event, hang
-from tests.support import AUTH, TOKEN, LiveServer, wait_until
+from tests.support import TOKEN, LiveServer, MakeServer, add_artist, wait_until
 
 pytestmark = pytest.mark.browser
-MakeApp = Callable[..., AbstractContextManager[LiveServer]]
 WORDS = [f"w{i} " for i in range(60)]
-
-
-def add_artist(server: LiveServer, name: str = "Nina Simone") -> int:
-    response = server.client.post("/api/v1/collection/artists", json={"name": name}, headers=AUTH)
-    assert response.status_code == 201
-    artist_id: int = response.json()["id"]
-    return artist_id
 
 
 def body_text(page: Page) -> str:
@@ -39,7 +29,7 @@ def wait_done(page: Page) -> None:
 
 
 def test_generate_shows_the_portrait_progressively_then_done(
-    make_app: MakeApp, upstream: Any, page: Page, browser: Browser
+    make_app: MakeServer, upstream: Any, page: Page, browser: Browser
 ) -> None:
     pieces = [
         "# Nina Simone\n\n",
@@ -105,7 +95,7 @@ def test_without_javascript_generate_ends_on_the_stored_portrait(
 
 
 def test_stop_closes_the_stream_and_the_job_ends_after_the_grace(
-    make_app: MakeApp, upstream: Any, page: Page
+    make_app: MakeServer, upstream: Any, page: Page
 ) -> None:
     upstream.script(Reply(steps=[event(chunk(role="assistant")), event(chunk("Once upon a time ")), hang()]))
     grace = 0.4
@@ -135,7 +125,7 @@ ERRORS = [
 
 @pytest.mark.parametrize(("name", "settings", "reply", "message"), ERRORS, ids=[e[0] for e in ERRORS])
 def test_each_error_shows_its_message_and_retry_works(
-    make_app: MakeApp,
+    make_app: MakeServer,
     upstream: Any,
     page: Page,
     name: str,
@@ -159,11 +149,14 @@ def test_each_error_shows_its_message_and_retry_works(
         expect(page.locator("#portrait .portrait-body h1")).to_have_text("Second try")
 
 
-def test_rate_limit_and_open_circuit_say_when_to_retry(make_app: MakeApp, upstream: Any, page: Page) -> None:
+def test_rate_limit_and_open_circuit_say_when_to_retry(
+    make_app: MakeServer, upstream: Any, page: Page
+) -> None:
     upstream.script(error_reply(503))
-    with make_app(generation_rate="1/minute", breaker_fail_max=1, breaker_reset_timeout=30) as server:
+    with make_app(generation_rate="1/minute") as server:
         first, second = add_artist(server, "A"), add_artist(server, "B")
-        # one generation from this address (not a token holder) fails and opens the circuit
+        # one generation from this address (not a token holder) spends its allowance; the circuit stays
+        # closed (an open circuit answers first: a request it refuses starts nothing and is not counted)
         with httpx.Client(base_url=server.url, timeout=10) as client:
             client.get(f"/api/v1/collection/artists/{first}/article/stream")
         page.goto(f"{server.url}/artists/{second}")
@@ -215,7 +208,7 @@ def test_hostile_portrait_renders_inert_and_complete(
 
 
 def test_network_drop_mid_stream_resumes_without_repeat_or_gap(
-    make_app: MakeApp, upstream: Any, page: Page
+    make_app: MakeServer, upstream: Any, page: Page
 ) -> None:
     upstream.script(completion(WORDS, delay=0.04))
     with (
@@ -344,7 +337,7 @@ def test_on_a_phone_the_page_never_scrolls_sideways(
         context.close()
 
 
-def test_the_portrait_works_from_the_keyboard(make_app: MakeApp, upstream: Any, page: Page) -> None:
+def test_the_portrait_works_from_the_keyboard(make_app: MakeServer, upstream: Any, page: Page) -> None:
     upstream.script(
         Reply(steps=[event(chunk(role="assistant")), event(chunk("Typed ")), hang()]),
         completion(["# By keys\n\n", "Done from the keyboard."]),
@@ -374,7 +367,7 @@ def test_the_portrait_works_from_the_keyboard(make_app: MakeApp, upstream: Any, 
 
 
 def test_generate_again_right_after_stop_rejoins_the_job_without_repeating_text(
-    make_app: MakeApp, upstream: Any, page: Page
+    make_app: MakeServer, upstream: Any, page: Page
 ) -> None:
     # the job writes, pauses (Stop and Generate again happen in the pause), then finishes
     upstream.script(completion(["Only once. ", "Then more."], delay=1.5))

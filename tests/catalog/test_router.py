@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.support import AUTH, LiveServer
-
-ARTISTS = "/api/v1/collection/artists"
+from tests.support import ARTISTS, AUTH, LiveServer, assert_error, post_artist
 
 PIAF = {
     "name": "Édith Piaf",
@@ -23,23 +20,9 @@ PIAF = {
 }
 
 
-def create(server: LiveServer, body: dict[str, Any]) -> httpx.Response:
-    return server.client.post(ARTISTS, json=body, headers=AUTH)
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert "Traceback" not in response.text
-    return error
-
-
 class TestCreate:
     def test_create_when_valid_then_201_with_location_and_stored(self, server: LiveServer) -> None:
-        response = create(server, PIAF)
+        response = post_artist(server, PIAF)
         assert response.status_code == 201
         body = response.json()
         assert response.headers["location"] == f"{ARTISTS}/{body['id']}"
@@ -50,7 +33,7 @@ class TestCreate:
         assert server.client.get(f"{ARTISTS}/{body['id']}").json()["name"] == "Édith Piaf"
 
     def test_create_when_only_name_then_defaults(self, server: LiveServer) -> None:
-        body = create(server, {"name": "  Nina Simone  "}).json()
+        body = post_artist(server, {"name": "  Nina Simone  "}).json()
         assert body["name"] == "Nina Simone"
         assert body["kind"] == "person" and body["genres"] == [] and body["notes"] is None
 
@@ -61,9 +44,9 @@ class TestCreate:
     def test_create_when_name_exists_folded_then_409(
         self, server: LiveServer, name: str, existing: str
     ) -> None:
-        create(server, {"name": existing})
+        post_artist(server, {"name": existing})
         before = server.sqlite_rows()
-        assert_error(create(server, {"name": name}), 409, "conflict")
+        assert_error(post_artist(server, {"name": name}), 409, "conflict")
         assert server.sqlite_rows() == before
 
 
@@ -92,7 +75,7 @@ class TestBadInput:
     def test_create_when_field_invalid_then_422_with_fields(
         self, server: LiveServer, body: dict[str, Any], loc: str
     ) -> None:
-        error = assert_error(create(server, body), 422, "validation_error")
+        error = assert_error(post_artist(server, body), 422, "validation_error")
         assert loc in [field["loc"] for field in error["fields"]]
         assert server.sqlite_rows() == []
 
@@ -114,7 +97,7 @@ class TestBadInput:
 
     def test_create_when_body_over_limit_then_413_json(self, server: LiveServer) -> None:
         body = {"name": "A", "notes": "n" * (server.settings.max_body_bytes + 10)}
-        assert_error(create(server, body), 413, "payload_too_large")
+        assert_error(post_artist(server, body), 413, "payload_too_large")
         assert server.sqlite_rows() == []
 
     def test_create_when_chunked_body_over_limit_then_413_json(self, server: LiveServer) -> None:
@@ -168,7 +151,7 @@ class TestAuth:
     def test_writes_when_token_missing_or_wrong_then_401(
         self, server: LiveServer, headers: dict[str, str]
     ) -> None:
-        artist_id = create(server, {"name": "Björk"}).json()["id"]
+        artist_id = post_artist(server, {"name": "Björk"}).json()["id"]
         before = server.sqlite_rows()
         client = server.client
         responses = [
@@ -203,7 +186,7 @@ class TestGetUpdateDelete:
         assert_error(server.client.get(f"{ARTISTS}/12345"), 404, "artist_not_found")
 
     def test_patch_changes_only_sent_fields(self, server: LiveServer) -> None:
-        artist = create(server, PIAF).json()
+        artist = post_artist(server, PIAF).json()
         response = server.client.patch(
             f"{ARTISTS}/{artist['id']}", json={"genres": ["chanson"], "notes": None}, headers=AUTH
         )
@@ -214,21 +197,21 @@ class TestGetUpdateDelete:
         assert body["updated_at"] >= artist["updated_at"]
 
     def test_patch_renames_and_search_follows(self, server: LiveServer) -> None:
-        artist = create(server, PIAF).json()
+        artist = post_artist(server, PIAF).json()
         server.client.patch(f"{ARTISTS}/{artist['id']}", json={"name": "La Môme"}, headers=AUTH)
         assert server.client.get(ARTISTS, params={"q": "mome"}).json()["total"] == 1
         assert server.client.get(ARTISTS, params={"q": "edith"}).json()["total"] == 0
 
     def test_patch_when_name_taken_then_409_unchanged(self, server: LiveServer) -> None:
-        create(server, {"name": "Björk"})
-        other = create(server, {"name": "Sigur Rós"}).json()
+        post_artist(server, {"name": "Björk"})
+        other = post_artist(server, {"name": "Sigur Rós"}).json()
         before = server.sqlite_rows()
         response = server.client.patch(f"{ARTISTS}/{other['id']}", json={"name": "BJORK"}, headers=AUTH)
         assert_error(response, 409, "conflict")
         assert server.sqlite_rows() == before
 
     def test_patch_same_name_other_case_is_allowed(self, server: LiveServer) -> None:
-        artist = create(server, {"name": "bjork"}).json()
+        artist = post_artist(server, {"name": "bjork"}).json()
         response = server.client.patch(f"{ARTISTS}/{artist['id']}", json={"name": "Björk"}, headers=AUTH)
         assert response.status_code == 200 and response.json()["name"] == "Björk"
 
@@ -245,7 +228,7 @@ class TestGetUpdateDelete:
     def test_patch_when_invalid_then_422_unchanged(
         self, server: LiveServer, body: dict[str, Any], loc: str
     ) -> None:
-        artist = create(server, PIAF).json()
+        artist = post_artist(server, PIAF).json()
         before = server.sqlite_rows()
         error = assert_error(
             server.client.patch(f"{ARTISTS}/{artist['id']}", json=body, headers=AUTH), 422, "validation_error"
@@ -258,7 +241,7 @@ class TestGetUpdateDelete:
         assert_error(response, 404, "artist_not_found")
 
     def test_delete_then_gone(self, server: LiveServer) -> None:
-        artist = create(server, PIAF).json()
+        artist = post_artist(server, PIAF).json()
         response = server.client.delete(f"{ARTISTS}/{artist['id']}", headers=AUTH)
         assert response.status_code == 204 and response.content == b""
         assert_error(server.client.get(f"{ARTISTS}/{artist['id']}"), 404, "artist_not_found")
@@ -285,7 +268,7 @@ class TestList:
                 "notable_works": ["Ágætis byrjun"],
             },
         ]:
-            assert create(server, body).status_code == 201
+            assert post_artist(server, body).status_code == 201
         return server
 
     def names(self, server: LiveServer, **params: Any) -> list[str]:

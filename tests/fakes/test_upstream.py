@@ -38,12 +38,6 @@ BODY = {
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    with fake_upstream() as fake:
-        yield fake
-
-
-@pytest.fixture
 def client(upstream: FakeUpstream) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=upstream.base_url, timeout=5, headers={"Authorization": f"Bearer {KEY}"}

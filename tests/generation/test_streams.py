@@ -7,26 +7,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.fakes.upstream import Reply, chunk, completion, drop, error_reply, event, hang, start
-from tests.support import AUTH, LiveServer, StreamedEvent, joined_text, stream_events, wait_until
+from tests.support import (
+    ARTISTS,
+    AUTH,
+    LiveServer,
+    MakeServer,
+    StreamedEvent,
+    add_artist,
+    joined_text,
+    stream_events,
+    wait_until,
+)
 
-ARTISTS = "/api/v1/collection/artists"
-MakeApp = Callable[..., AbstractContextManager[LiveServer]]
 PIECES = ["# Nina Simone\n\n", "The High ", "Priestess of Soul.\n\n", "## Origins\n\n", "Tryon, ", "1933."]
-
-
-def add_artist(server: LiveServer, name: str = "Nina Simone", **fields: Any) -> int:
-    response = server.client.post(ARTISTS, json={"name": name, **fields}, headers=AUTH)
-    assert response.status_code == 201, response.text
-    artist_id: int = response.json()["id"]
-    return artist_id
 
 
 def stream_path(artist_id: int) -> str:
@@ -228,7 +227,9 @@ class TestFailures:
         job = job_status(app_server, events[0].data["job_id"])
         assert job["status"] == "error" and job["error"]["code"] == code and job["article_id"] is None
 
-    def test_stream_when_upstream_silent_then_timeout_event(self, make_app: MakeApp, upstream: Any) -> None:
+    def test_stream_when_upstream_silent_then_timeout_event(
+        self, make_app: MakeServer, upstream: Any
+    ) -> None:
         upstream.script(Reply(steps=[event(chunk("Hello")), hang()]))
         with make_app(llm_idle_timeout=0.3) as server:
             artist_id = add_artist(server)
@@ -300,7 +301,9 @@ class TestReaders:
         assert len(job_ids) == 6 and len(set(job_ids)) == 1
         assert len(upstream.requests) == 1
 
-    def test_reader_leaving_then_upstream_closed_after_grace(self, make_app: MakeApp, upstream: Any) -> None:
+    def test_reader_leaving_then_upstream_closed_after_grace(
+        self, make_app: MakeServer, upstream: Any
+    ) -> None:
         upstream.script(Reply(steps=[event(chunk(role="assistant")), event(chunk("Once ")), hang()]))
         grace = 0.3
         with make_app(job_grace=grace) as server:
@@ -319,7 +322,7 @@ class TestReaders:
             assert articles_stored(server) == []
 
     def test_reader_reconnecting_within_grace_then_job_goes_on(
-        self, make_app: MakeApp, upstream: Any
+        self, make_app: MakeServer, upstream: Any
     ) -> None:
         pieces = [f"p{i} " for i in range(20)]
         upstream.script(completion(pieces, delay=0.03))
@@ -384,7 +387,7 @@ class TestReaders:
 
 
 class TestLimitsAndTokens:
-    def test_rate_limit_counts_only_new_generations(self, make_app: MakeApp, upstream: Any) -> None:
+    def test_rate_limit_counts_only_new_generations(self, make_app: MakeServer, upstream: Any) -> None:
         with make_app(generation_rate="2/minute") as server:
             first, second, third = (add_artist(server, name) for name in ("A", "B", "C"))
             for artist_id in (first, second):
@@ -403,7 +406,7 @@ class TestLimitsAndTokens:
             assert with_token[-1].event == "done"  # token holders are not limited
             assert len(upstream.requests) == 3
 
-    def test_rate_limit_trusts_forwarded_for_only_from_trusted_proxies(self, make_app: MakeApp) -> None:
+    def test_rate_limit_trusts_forwarded_for_only_from_trusted_proxies(self, make_app: MakeServer) -> None:
         with make_app(generation_rate="1/minute", trusted_proxies=["127.0.0.1"]) as server:
             ids = [add_artist(server, name) for name in ("A", "B", "C")]
             _, a = stream_events(
@@ -467,7 +470,7 @@ class TestMarkdownFormat:
 
 
 class TestJobsApi:
-    def test_post_job_runs_to_the_end_without_readers(self, make_app: MakeApp, upstream: Any) -> None:
+    def test_post_job_runs_to_the_end_without_readers(self, make_app: MakeServer, upstream: Any) -> None:
         upstream.script(completion(PIECES, delay=0.05))
         with make_app(job_grace=0.05) as server:
             artist_id = add_artist(server)
@@ -517,7 +520,7 @@ class TestJobsApi:
         body = response.json()
         assert body["markdown"] == "".join(PIECES) and "<h1>Nina Simone</h1>" in body["html"]
 
-    def test_sync_route_when_slow_then_504_with_job(self, make_app: MakeApp, upstream: Any) -> None:
+    def test_sync_route_when_slow_then_504_with_job(self, make_app: MakeServer, upstream: Any) -> None:
         upstream.script(Reply(steps=[event(chunk("Slow ")), hang()]))
         with make_app(sync_wait=0.3) as server:
             artist_id = add_artist(server)
@@ -542,7 +545,7 @@ class TestJobsApi:
 
 class TestBreaker:
     def test_circuit_opens_fails_fast_then_one_trial_closes_it(
-        self, make_app: MakeApp, upstream: Any
+        self, make_app: MakeServer, upstream: Any
     ) -> None:
         upstream.script(error_reply(500), error_reply(500))
         with make_app(breaker_fail_max=2, breaker_reset_timeout=0.5) as server:
@@ -569,7 +572,7 @@ class TestBreaker:
                 assert other[-1].event == "done"
             assert server.client.get("/ready").json()["checks"]["breaker"]["state"] == "closed"
 
-    def test_half_open_lets_exactly_one_trial_through(self, make_app: MakeApp, upstream: Any) -> None:
+    def test_half_open_lets_exactly_one_trial_through(self, make_app: MakeServer, upstream: Any) -> None:
         upstream.script(error_reply(503))
         with make_app(breaker_fail_max=1, breaker_reset_timeout=0.3) as server:
             ids = [add_artist(server, name) for name in ("A", "B", "C")]

@@ -1,21 +1,52 @@
-"""`Breaker`: pure unit tests of the rules in `app/llm/breaker.py` (no network, no event loop)."""
+"""`Breaker`: unit tests of the circuit rules in `app/llm/breaker.py`, on a manual clock (no network, no
+sleeping).
+
+Covered: closed (failures counted up to `fail_max`, a success resets the count, an uncounted error or a
+release is neither outcome); open (fails fast with `upstream_unavailable` and whole-second `retry_after`,
+until the reset timeout); half-open (exactly one trial, its success closes, its failure re-opens with a
+fresh timer, its release frees the trial); stale permits acquired before the circuit changed state record
+nothing; a permit resolves once; `describe()`; the transitions logged; and the storage: two breakers sharing
+one `MemoryCircuitStorage` (two processes) behave as one circuit, and a custom `CircuitStorage` is the only
+place the state lives.
+
+Each scenario runs in its own event loop through `run()` (the project uses no pytest async plugin).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import pytest
 
 from app.llm import errors
-from app.llm.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, Permit
+from app.llm.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    Breaker,
+    Circuit,
+    CircuitStorage,
+    MemoryCircuitStorage,
+    Permit,
+)
 from app.llm.errors import UpstreamError
+from tests.fakes.clock import ManualClock
 
-pytestmark = pytest.mark.timeout(10)
+# Nothing here waits on real time: a scenario that takes longer than this is hanging.
+pytestmark = pytest.mark.timeout(5)
 
-RESET = 0.2  # short enough to wait for
-PAST_RESET = 0.25
-LONG_RESET = 30.0  # never elapses during a test
+T = TypeVar("T")
+
+RESET = 10.0
+LONG_RESET = 30.0  # longer than any advance a test makes unless it says so
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 def counted() -> UpstreamError:
@@ -26,348 +57,717 @@ def not_counted() -> UpstreamError:
     return errors.upstream_error("The writing service rejected the request (HTTP 422).", counts=False)
 
 
-def fail_times(breaker: Breaker, n: int, exc: UpstreamError | None = None) -> None:
+async def fail_times(breaker: Breaker, n: int, exc: UpstreamError | None = None) -> None:
     for _ in range(n):
-        breaker.acquire().fail(exc or counted())
+        await (await breaker.acquire()).fail(exc or counted())
 
 
-def unavailable(breaker: Breaker) -> UpstreamError:
+async def unavailable(breaker: Breaker) -> UpstreamError:
+    """Assert that `acquire()` fails fast the way the contract says, and return the error."""
     with pytest.raises(UpstreamError) as caught:
-        breaker.acquire()
+        await breaker.acquire()
     assert caught.value.code == "upstream_unavailable"
-    assert caught.value.counts is False
+    assert caught.value.counts is False  # our own refusal says nothing about the upstream's health
+    assert caught.value.retryable is True
     return caught.value
 
 
-def opened(reset_timeout: float = RESET, fail_max: int = 2) -> Breaker:
-    breaker = Breaker(fail_max=fail_max, reset_timeout=reset_timeout)
-    fail_times(breaker, fail_max)
-    assert breaker.state == OPEN
+async def circuit(breaker: Breaker) -> Circuit:
+    return await breaker.storage.load()
+
+
+async def opened(clock: ManualClock, reset_timeout: float = RESET, fail_max: int = 2) -> Breaker:
+    breaker = Breaker(fail_max=fail_max, reset_timeout=reset_timeout, clock=clock)
+    await fail_times(breaker, fail_max)
+    assert (await circuit(breaker)).state == OPEN
     return breaker
 
 
-def half_open_with_trial() -> tuple[Breaker, Permit]:
-    breaker = opened()
-    time.sleep(PAST_RESET)
-    trial = breaker.acquire()
+async def half_open_with_trial(clock: ManualClock) -> tuple[Breaker, Permit]:
+    breaker = await opened(clock)
+    clock.advance(RESET)
+    trial = await breaker.acquire()
     assert trial.trial
-    assert breaker.state == HALF_OPEN
+    assert (await circuit(breaker)).state == HALF_OPEN
     return breaker, trial
+
+
+class RecordingStorage:
+    """A `CircuitStorage` that keeps the circuit in a public attribute and records every rule applied, as
+    (circuit before, circuit after)."""
+
+    def __init__(self) -> None:
+        self.circuit = Circuit()
+        self.applied: list[tuple[Circuit, Circuit]] = []
+
+    async def load(self) -> Circuit:
+        return self.circuit
+
+    async def update(self, rule: Callable[[Circuit], tuple[Circuit, T]]) -> T:
+        before = self.circuit
+        self.circuit, result = rule(before)
+        self.applied.append((before, self.circuit))
+        return result
 
 
 # --- closed ----------------------------------------------------------------------------------------------
 
 
 def test_breaker_when_new_then_closed_with_no_failures() -> None:
-    breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET)
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET, clock=ManualClock())
 
-    assert breaker.state == CLOSED
-    assert breaker.describe() == {"state": "closed", "failures": 0}
-    assert breaker.acquire().trial is False
+        assert (await circuit(breaker)).state == CLOSED
+        assert await breaker.describe() == {"state": "closed", "failures": 0}
+        assert (await breaker.acquire()).trial is False
+
+    run(scenario())
 
 
 def test_breaker_when_fewer_than_fail_max_consecutive_failures_then_stays_closed() -> None:
-    breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET)
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET, clock=ManualClock())
 
-    fail_times(breaker, 2)
+        await fail_times(breaker, 2)
 
-    assert breaker.state == CLOSED
-    assert breaker.describe() == {"state": "closed", "failures": 2}
-    breaker.acquire()
+        assert (await circuit(breaker)).state == CLOSED
+        assert await breaker.describe() == {"state": "closed", "failures": 2}
+        assert (await breaker.acquire()).trial is False  # still hands out ordinary permits
+
+    run(scenario())
 
 
 def test_breaker_when_fail_max_consecutive_counted_failures_then_opens() -> None:
-    breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET)
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET, clock=ManualClock())
 
-    fail_times(breaker, 3)
+        await fail_times(breaker, 3)
 
-    assert breaker.state == OPEN
-    assert breaker.describe() == {"state": "open", "failures": 3, "retry_after": 30}
-    unavailable(breaker)
+        assert (await circuit(breaker)).state == OPEN
+        assert await breaker.describe() == {"state": "open", "failures": 3, "retry_after": 30}
+        await unavailable(breaker)
+
+    run(scenario())
+
+
+def test_breaker_when_it_opens_then_opened_at_is_the_clocks_time_of_the_last_failure() -> None:
+    # The opening time is what other processes compare against, so it must come from the injected clock.
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = Breaker(fail_max=2, reset_timeout=RESET, clock=clock)
+        await fail_times(breaker, 1)
+        clock.advance(3)
+
+        await fail_times(breaker, 1)
+
+        assert (await circuit(breaker)).opened_at == clock.time()
+
+    run(scenario())
 
 
 def test_breaker_when_a_success_comes_between_failures_then_the_count_resets() -> None:
-    breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET)
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET, clock=ManualClock())
+        await fail_times(breaker, 2)
 
-    fail_times(breaker, 2)
-    breaker.acquire().succeed()
-    assert breaker.describe() == {"state": "closed", "failures": 0}
-    fail_times(breaker, 2)
+        await (await breaker.acquire()).succeed()
 
-    assert breaker.state == CLOSED
-    assert breaker.cb.fail_counter == 2
-    fail_times(breaker, 1)
-    assert breaker.state == OPEN
+        assert await breaker.describe() == {"state": "closed", "failures": 0}
+        # Two more failures would have opened it without the reset; it takes three again.
+        await fail_times(breaker, 2)
+        assert (await circuit(breaker)).state == CLOSED
+        assert (await circuit(breaker)).failures == 2
+        await fail_times(breaker, 1)
+        assert (await circuit(breaker)).state == OPEN
+
+    run(scenario())
 
 
 def test_breaker_when_failures_do_not_count_then_they_neither_increment_nor_reset() -> None:
-    breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET)
-    fail_times(breaker, 2)
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET, clock=ManualClock())
+        await fail_times(breaker, 2)
 
-    fail_times(breaker, 5, not_counted())
+        await fail_times(breaker, 5, not_counted())
 
-    assert breaker.state == CLOSED
-    assert breaker.cb.fail_counter == 2
-    fail_times(breaker, 1)
-    assert breaker.state == OPEN
+        assert (await circuit(breaker)).state == CLOSED
+        assert (await circuit(breaker)).failures == 2  # not 7 (counted) and not 0 (a success)
+        await fail_times(breaker, 1)
+        assert (await circuit(breaker)).state == OPEN
+
+    run(scenario())
 
 
 def test_breaker_when_permits_are_released_then_they_neither_increment_nor_reset() -> None:
-    breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET)
-    fail_times(breaker, 2)
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET, clock=ManualClock())
+        await fail_times(breaker, 2)
 
-    for _ in range(5):
-        breaker.acquire().release()
+        for _ in range(5):
+            await (await breaker.acquire()).release()
 
-    assert breaker.state == CLOSED
-    assert breaker.cb.fail_counter == 2
-    fail_times(breaker, 1)
-    assert breaker.state == OPEN
+        assert (await circuit(breaker)).state == CLOSED
+        assert (await circuit(breaker)).failures == 2
+        await fail_times(breaker, 1)
+        assert (await circuit(breaker)).state == OPEN
+
+    run(scenario())
 
 
 def test_breaker_when_failures_overlap_then_each_counts_once() -> None:
     # Several generations run at once while closed; each failure is one count.
-    breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET)
-    permits = [breaker.acquire() for _ in range(3)]
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET, clock=ManualClock())
+        permits = [await breaker.acquire() for _ in range(3)]
 
-    permits[0].fail(counted())
-    permits[1].fail(counted())
-    assert breaker.state == CLOSED
-    permits[2].fail(counted())
+        await permits[0].fail(counted())
+        await permits[1].fail(counted())
+        assert (await circuit(breaker)).state == CLOSED
+        await permits[2].fail(counted())
 
-    assert breaker.state == OPEN
+        assert (await circuit(breaker)).state == OPEN
+
+    run(scenario())
+
+
+def test_breaker_when_built_without_storage_then_each_breaker_has_its_own_circuit() -> None:
+    # The default storage must be per instance: one process's breakers for different upstreams (or
+    # different tests) must not share a circuit by accident.
+    async def scenario() -> None:
+        clock = ManualClock()
+        failing = Breaker(fail_max=1, reset_timeout=LONG_RESET, clock=clock)
+        other = Breaker(fail_max=1, reset_timeout=LONG_RESET, clock=clock)
+
+        await fail_times(failing, 1)
+
+        assert isinstance(other.storage, MemoryCircuitStorage)
+        assert other.storage is not failing.storage
+        assert (await other.acquire()).trial is False
+        await unavailable(failing)
+
+    run(scenario())
 
 
 # --- open ------------------------------------------------------------------------------------------------
 
 
-def test_breaker_when_open_then_acquire_fails_fast_with_seconds_until_the_trial() -> None:
-    breaker = opened(reset_timeout=LONG_RESET)
+def test_breaker_when_open_then_acquire_fails_fast_with_whole_seconds_until_the_trial() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = await opened(clock, reset_timeout=LONG_RESET)
 
-    error = unavailable(breaker)
+        assert (await unavailable(breaker)).retry_after == 30
 
-    assert error.retry_after is not None
-    assert 0 < error.retry_after <= LONG_RESET
-    assert error.retry_after >= LONG_RESET - 1
-    assert error.retry_after == int(error.retry_after)  # ceil: whole seconds
-    assert error.retryable is True
+    run(scenario())
+
+
+def test_breaker_when_open_and_time_passes_then_retry_after_counts_down_rounded_up() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = await opened(clock, reset_timeout=LONG_RESET)
+
+        clock.advance(12.5)
+
+        assert (await unavailable(breaker)).retry_after == 18  # 17.5 s left: ceil, never promise too soon
+        assert (await breaker.describe())["retry_after"] == 18
+
+    run(scenario())
 
 
 def test_breaker_when_open_with_a_fractional_reset_then_retry_after_is_its_ceiling() -> None:
-    breaker = opened(reset_timeout=RESET)
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = await opened(clock, reset_timeout=0.2)
 
-    assert unavailable(breaker).retry_after == 1
-    assert breaker.describe() == {"state": "open", "failures": 2, "retry_after": 1}
+        error = await unavailable(breaker)
+
+        assert error.retry_after == 1
+        assert isinstance(error.retry_after, int)  # whole seconds, as a Retry-After header needs
+        assert await breaker.describe() == {"state": "open", "failures": 2, "retry_after": 1}
+
+    run(scenario())
 
 
 def test_breaker_when_open_then_acquire_never_hands_out_a_permit_before_the_reset_timeout() -> None:
-    breaker = opened(reset_timeout=LONG_RESET)
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = await opened(clock)
 
-    for _ in range(10):
-        unavailable(breaker)
+        for _ in range(10):
+            await unavailable(breaker)
+            clock.advance((RESET - 0.01) / 10)  # ends 0.01 s short of the reset timeout
 
-    assert breaker.state == OPEN
+        assert (await unavailable(breaker)).retry_after == 1
+        assert (await circuit(breaker)).state == OPEN
+
+    run(scenario())
+
+
+def test_breaker_when_open_and_the_reset_timeout_passed_unasked_then_describe_says_retry_after_zero() -> None:
+    # The move to half-open happens at the next acquire; until then /ready must not show a negative wait.
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = await opened(clock)
+
+        clock.advance(RESET + 5)
+
+        assert await breaker.describe() == {"state": "open", "failures": 2, "retry_after": 0}
+
+    run(scenario())
 
 
 # --- half-open ------------------------------------------------------------------------------------------
 
 
 def test_breaker_when_reset_timeout_passed_then_first_acquire_is_the_trial_and_state_half_open() -> None:
-    breaker = opened()
-    time.sleep(PAST_RESET)
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = await opened(clock)
+        clock.advance(RESET)  # exactly the reset timeout: the trial is due
 
-    trial = breaker.acquire()
+        trial = await breaker.acquire()
 
-    assert trial.trial is True
-    assert breaker.state == HALF_OPEN
-    assert breaker.describe() == {"state": "half-open", "failures": 2}
+        assert trial.trial is True
+        assert (await circuit(breaker)).state == HALF_OPEN
+        assert await breaker.describe() == {"state": "half-open", "failures": 2}
+
+    run(scenario())
 
 
 def test_breaker_when_half_open_with_a_trial_running_then_a_second_acquire_fails_fast() -> None:
-    breaker, _trial = half_open_with_trial()
+    async def scenario() -> None:
+        breaker, _trial = await half_open_with_trial(ManualClock())
 
-    error = unavailable(breaker)
+        error = await unavailable(breaker)
 
-    assert error.retry_after == 1
-    assert breaker.state == HALF_OPEN
+        assert error.retry_after == 1  # the trial's outcome comes at its first token: ask again shortly
+        assert (await circuit(breaker)).state == HALF_OPEN
+
+    run(scenario())
+
+
+def test_breaker_when_many_acquire_at_once_after_the_reset_timeout_then_exactly_one_gets_the_trial() -> None:
+    # Concurrent tasks racing for the trial: the rule is applied atomically, so only one wins.
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = await opened(clock)
+        clock.advance(RESET)
+
+        outcomes = await asyncio.gather(*(breaker.acquire() for _ in range(10)), return_exceptions=True)
+
+        permits = [outcome for outcome in outcomes if isinstance(outcome, Permit)]
+        refusals = [outcome for outcome in outcomes if isinstance(outcome, UpstreamError)]
+        assert [permit.trial for permit in permits] == [True]
+        assert len(refusals) == 9
+        assert {refusal.code for refusal in refusals} == {"upstream_unavailable"}
+
+    run(scenario())
 
 
 def test_breaker_when_the_trial_succeeds_then_closed_and_next_acquires_work() -> None:
-    breaker, trial = half_open_with_trial()
+    async def scenario() -> None:
+        breaker, trial = await half_open_with_trial(ManualClock())
 
-    trial.succeed()
+        await trial.succeed()
 
-    assert breaker.state == CLOSED
-    assert breaker.describe() == {"state": "closed", "failures": 0}
-    permits = [breaker.acquire() for _ in range(3)]
-    assert not any(permit.trial for permit in permits)
+        assert (await circuit(breaker)).state == CLOSED
+        assert await breaker.describe() == {"state": "closed", "failures": 0}
+        assert (await circuit(breaker)).opened_at is None
+        permits = [await breaker.acquire() for _ in range(3)]
+        assert not any(permit.trial for permit in permits)
+
+    run(scenario())
 
 
-def test_breaker_when_the_trial_fails_then_open_again_with_a_fresh_timeout() -> None:
-    breaker, trial = half_open_with_trial()
-    failed_at = time.monotonic()
+def test_breaker_when_the_trial_fails_then_open_again_with_a_fresh_reset_timer() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker, trial = await half_open_with_trial(clock)
+        clock.advance(7)  # the trial took a while to fail
 
-    trial.fail(counted())
+        await trial.fail(counted())
 
-    assert breaker.state == OPEN
-    assert unavailable(breaker).retry_after == 1
-    assert breaker.seconds_until_trial() > RESET - (time.monotonic() - failed_at) - 0.05
-    time.sleep(PAST_RESET)
-    assert breaker.acquire().trial is True
-    assert breaker.state == HALF_OPEN
+        assert (await circuit(breaker)).state == OPEN
+        assert (await circuit(breaker)).opened_at == clock.time()
+        # A full reset timeout from the failure, not from the first opening (which is 17 s ago).
+        assert (await unavailable(breaker)).retry_after == RESET
+        clock.advance(RESET - 0.5)
+        await unavailable(breaker)
+        clock.advance(0.5)
+        assert (await breaker.acquire()).trial is True
+        assert (await circuit(breaker)).state == HALF_OPEN
+
+    run(scenario())
 
 
 def test_breaker_when_the_trial_is_released_then_still_half_open_and_next_acquire_is_the_trial() -> None:
-    breaker, trial = half_open_with_trial()
+    async def scenario() -> None:
+        breaker, trial = await half_open_with_trial(ManualClock())
 
-    trial.release()
+        await trial.release()
 
-    assert breaker.state == HALF_OPEN
-    second = breaker.acquire()
-    assert second.trial is True
-    unavailable(breaker)
-    second.succeed()
-    assert breaker.state == CLOSED
+        assert (await circuit(breaker)).state == HALF_OPEN
+        second = await breaker.acquire()
+        assert second.trial is True
+        await unavailable(breaker)  # the new trial is out: still only one
+        await second.succeed()
+        assert (await circuit(breaker)).state == CLOSED
+
+    run(scenario())
 
 
 def test_breaker_when_the_trial_fails_with_an_uncounted_error_then_it_is_a_release() -> None:
-    breaker, trial = half_open_with_trial()
+    async def scenario() -> None:
+        breaker, trial = await half_open_with_trial(ManualClock())
 
-    trial.fail(not_counted())
+        await trial.fail(not_counted())
 
-    assert breaker.state == HALF_OPEN
-    assert breaker.acquire().trial is True
+        assert (await circuit(breaker)).state == HALF_OPEN
+        assert (await breaker.acquire()).trial is True
+
+    run(scenario())
 
 
 # --- stale and repeated outcomes ------------------------------------------------------------------------
 
 
 def test_breaker_when_a_stale_permit_succeeds_after_opening_then_it_decides_nothing() -> None:
-    breaker = Breaker(fail_max=2, reset_timeout=LONG_RESET)
-    stale = breaker.acquire()
-    fail_times(breaker, 2)
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=2, reset_timeout=LONG_RESET, clock=ManualClock())
+        stale = await breaker.acquire()
+        await fail_times(breaker, 2)
 
-    stale.succeed()
+        await stale.succeed()
 
-    assert breaker.state == OPEN
-    unavailable(breaker)
+        assert (await circuit(breaker)).state == OPEN
+        await unavailable(breaker)
+
+    run(scenario())
+
+
+def test_breaker_when_a_stale_permit_fails_after_opening_then_the_reset_timer_is_not_restarted() -> None:
+    # A long generation started before the outage fails late: it must neither count nor push the trial back.
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = Breaker(fail_max=2, reset_timeout=RESET, clock=clock)
+        stale = await breaker.acquire()
+        await fail_times(breaker, 2)
+        opened_at = (await circuit(breaker)).opened_at
+        clock.advance(4)
+
+        await stale.fail(counted())
+
+        assert (await circuit(breaker)).opened_at == opened_at
+        assert (await circuit(breaker)).failures == 2
+        clock.advance(RESET - 4)
+        assert (await breaker.acquire()).trial is True
+
+    run(scenario())
 
 
 def test_breaker_when_a_stale_permit_resolves_during_the_trial_then_it_decides_nothing() -> None:
-    breaker = Breaker(fail_max=2, reset_timeout=RESET)
-    stale_ok, stale_ko = breaker.acquire(), breaker.acquire()
-    fail_times(breaker, 2)
-    time.sleep(PAST_RESET)
-    trial = breaker.acquire()
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = Breaker(fail_max=2, reset_timeout=RESET, clock=clock)
+        stale_ok, stale_ko = await breaker.acquire(), await breaker.acquire()
+        await fail_times(breaker, 2)
+        clock.advance(RESET)
+        trial = await breaker.acquire()
 
-    stale_ok.succeed()
-    stale_ko.fail(counted())
+        await stale_ok.succeed()
+        await stale_ko.fail(counted())
 
-    assert breaker.state == HALF_OPEN
-    unavailable(breaker)  # the trial is still the one running
-    trial.succeed()
-    assert breaker.state == CLOSED
+        assert (await circuit(breaker)).state == HALF_OPEN
+        await unavailable(breaker)  # the trial is still the one running
+        await trial.succeed()
+        assert (await circuit(breaker)).state == CLOSED
+
+    run(scenario())
+
+
+def test_breaker_when_a_stale_permit_is_released_during_the_trial_then_no_second_trial_is_freed() -> None:
+    # Only the trial's own release may free the trial slot; an old permit's release must not.
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = Breaker(fail_max=2, reset_timeout=RESET, clock=clock)
+        stale = await breaker.acquire()
+        await fail_times(breaker, 2)
+        clock.advance(RESET)
+        await breaker.acquire()  # the trial, still running
+
+        await stale.release()
+
+        assert (await circuit(breaker)).trial_out is True
+        await unavailable(breaker)
+
+    run(scenario())
 
 
 def test_breaker_when_a_stale_permit_resolves_after_the_circuit_closed_again_then_it_decides_nothing() -> (
     None
 ):
-    breaker = Breaker(fail_max=2, reset_timeout=RESET)
-    stale = [breaker.acquire() for _ in range(2)]  # long generations started before the outage
-    fail_times(breaker, 2)
-    time.sleep(PAST_RESET)
-    breaker.acquire().succeed()  # the trial: recovered
-    assert breaker.state == CLOSED
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = Breaker(fail_max=2, reset_timeout=RESET, clock=clock)
+        stale = [await breaker.acquire() for _ in range(2)]  # long generations started before the outage
+        await fail_times(breaker, 2)
+        clock.advance(RESET)
+        await (await breaker.acquire()).succeed()  # the trial: recovered
+        assert (await circuit(breaker)).state == CLOSED
 
-    for permit in stale:
-        permit.fail(counted())
+        for permit in stale:
+            await permit.fail(counted())
 
-    assert breaker.state == CLOSED
-    assert breaker.cb.fail_counter == 0
+        # Closed again, but in a later period: enough stale failures to re-open it, yet none counted.
+        assert (await circuit(breaker)).state == CLOSED
+        assert (await circuit(breaker)).failures == 0
+
+    run(scenario())
 
 
 def test_breaker_when_a_permit_is_resolved_twice_then_the_second_has_no_effect() -> None:
-    breaker = Breaker(fail_max=2, reset_timeout=LONG_RESET)
-    permit = breaker.acquire()
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=2, reset_timeout=LONG_RESET, clock=ManualClock())
+        permit = await breaker.acquire()
 
-    permit.fail(counted())
-    permit.fail(counted())
-    permit.succeed()
-    permit.release()
+        await permit.fail(counted())
+        await permit.fail(counted())  # would open the circuit if it counted
+        await permit.succeed()  # would reset the count if it counted
+        await permit.release()
 
-    assert breaker.state == CLOSED
-    assert breaker.cb.fail_counter == 1
+        assert permit.resolved is True
+        assert (await circuit(breaker)).state == CLOSED
+        assert (await circuit(breaker)).failures == 1
+
+    run(scenario())
 
 
 def test_breaker_when_a_success_is_resolved_again_as_failure_then_the_failure_is_ignored() -> None:
-    breaker = Breaker(fail_max=1, reset_timeout=LONG_RESET)
-    permit = breaker.acquire()
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=1, reset_timeout=LONG_RESET, clock=ManualClock())
+        permit = await breaker.acquire()
 
-    permit.succeed()
-    permit.fail(counted())
+        await permit.succeed()
+        await permit.fail(counted())  # with fail_max=1 this alone would open the circuit
 
-    assert breaker.state == CLOSED
-    assert breaker.cb.fail_counter == 0
+        assert (await circuit(breaker)).state == CLOSED
+        assert (await circuit(breaker)).failures == 0
+
+    run(scenario())
 
 
 def test_breaker_when_the_trial_is_resolved_twice_then_the_second_has_no_effect() -> None:
-    breaker, trial = half_open_with_trial()
-    trial.succeed()
+    async def scenario() -> None:
+        breaker, trial = await half_open_with_trial(ManualClock())
+        await trial.succeed()
 
-    trial.fail(counted())
-    trial.release()
+        await trial.fail(counted())
+        await trial.release()
 
-    assert breaker.state == CLOSED
-    assert breaker.cb.fail_counter == 0
-    assert breaker.acquire().trial is False
+        assert (await circuit(breaker)).state == CLOSED
+        assert (await circuit(breaker)).failures == 0
+        assert (await breaker.acquire()).trial is False
+
+    run(scenario())
 
 
 def test_breaker_when_a_released_trial_is_released_again_then_a_new_trial_is_not_freed() -> None:
-    breaker, trial = half_open_with_trial()
-    trial.release()
-    second = breaker.acquire()
+    async def scenario() -> None:
+        breaker, trial = await half_open_with_trial(ManualClock())
+        await trial.release()
+        second = await breaker.acquire()
 
-    trial.release()  # must not mark the second trial as finished
+        await trial.release()  # must not mark the second trial as finished
 
-    assert second.trial is True
-    unavailable(breaker)
+        assert second.trial is True
+        await unavailable(breaker)
+
+    run(scenario())
+
+
+# --- storage ---------------------------------------------------------------------------------------------
+
+
+def test_breakers_when_sharing_one_storage_then_failures_through_either_open_both() -> None:
+    # Two processes, one shared circuit: each process's failures add up, and both see it open.
+    async def scenario() -> None:
+        clock = ManualClock()
+        storage = MemoryCircuitStorage()
+        first = Breaker(fail_max=2, reset_timeout=RESET, clock=clock, storage=storage)
+        second = Breaker(fail_max=2, reset_timeout=RESET, clock=clock, storage=storage)
+
+        await fail_times(first, 1)
+        await fail_times(second, 1)
+
+        assert (await storage.load()).state == OPEN
+        assert (await unavailable(first)).retry_after == RESET
+        assert (await unavailable(second)).retry_after == RESET
+        described = {"state": "open", "failures": 2, "retry_after": 10}
+        assert await first.describe() == described
+        assert await second.describe() == described
+
+    run(scenario())
+
+
+def test_breakers_when_sharing_one_storage_then_they_hand_out_exactly_one_trial_between_them() -> None:
+    async def scenario() -> None:
+        clock = ManualClock()
+        storage = MemoryCircuitStorage()
+        first = Breaker(fail_max=2, reset_timeout=RESET, clock=clock, storage=storage)
+        second = Breaker(fail_max=2, reset_timeout=RESET, clock=clock, storage=storage)
+        await fail_times(first, 2)
+        clock.advance(RESET)
+
+        trial = await second.acquire()
+
+        assert trial.trial is True
+        assert (await unavailable(first)).retry_after == 1
+        assert (await unavailable(second)).retry_after == 1
+        # The trial's success, recorded through one process, closes the circuit for the other.
+        await trial.succeed()
+        assert (await first.acquire()).trial is False
+
+    run(scenario())
+
+
+def test_breaker_when_given_a_custom_storage_then_every_change_is_a_rule_applied_there() -> None:
+    async def scenario() -> None:
+        storage = RecordingStorage()
+        checked: CircuitStorage = storage  # the fake satisfies the protocol the breaker is typed against
+        breaker = Breaker(fail_max=2, reset_timeout=RESET, clock=ManualClock(), storage=checked)
+
+        await fail_times(breaker, 2)
+
+        # acquire, fail, acquire, fail: four rules, and the stored circuit is the result of the last.
+        assert [(before.failures, after.failures) for before, after in storage.applied] == [
+            (0, 0),
+            (0, 1),
+            (1, 1),
+            (1, 2),
+        ]
+        assert storage.applied[-1][1].state == OPEN
+        assert storage.circuit is storage.applied[-1][1]
+
+    run(scenario())
+
+
+def test_breaker_when_the_custom_storage_is_changed_from_outside_then_it_follows_the_stored_circuit() -> None:
+    # Another process writes the shared circuit: the breaker must keep no state of its own to disagree with.
+    async def scenario() -> None:
+        clock = ManualClock()
+        storage = RecordingStorage()
+        breaker = Breaker(fail_max=2, reset_timeout=RESET, clock=clock, storage=storage)
+        assert (await breaker.acquire()).trial is False
+
+        storage.circuit = Circuit(state=OPEN, failures=5, opened_at=clock.time() - 4, period=7)
+
+        assert (await unavailable(breaker)).retry_after == 6
+        assert await breaker.describe() == {"state": "open", "failures": 5, "retry_after": 6}
+        storage.circuit = replace(storage.circuit, state=CLOSED, failures=0, opened_at=None, period=8)
+        assert (await breaker.acquire()).trial is False
+
+    run(scenario())
 
 
 # --- logging --------------------------------------------------------------------------------------------
+
+
+def transitions(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "atelier.breaker"]
 
 
 def test_breaker_when_the_state_changes_then_each_transition_is_logged_as_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="atelier.breaker")
-    breaker = Breaker(fail_max=2, reset_timeout=RESET, name="upstream")
 
-    fail_times(breaker, 2)
-    time.sleep(PAST_RESET)
-    breaker.acquire().fail(counted())
-    time.sleep(PAST_RESET)
-    breaker.acquire().succeed()
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker = Breaker(fail_max=2, reset_timeout=RESET, clock=clock)
+        await fail_times(breaker, 2)
+        clock.advance(RESET)
+        await (await breaker.acquire()).fail(counted())
+        clock.advance(RESET)
+        await (await breaker.acquire()).succeed()
 
-    transitions = [record.getMessage() for record in caplog.records if record.name == "atelier.breaker"]
-    assert all(record.levelno == logging.WARNING for record in caplog.records)
-    assert [message.split(" (")[0] for message in transitions] == [
+    run(scenario())
+
+    records = transitions(caplog)
+    assert all(record.levelno == logging.WARNING for record in records)
+    assert [record.getMessage().split(" (")[0] for record in records] == [
         "circuit upstream: closed -> open",
         "circuit upstream: open -> half-open",
         "circuit upstream: half-open -> open",
         "circuit upstream: open -> half-open",
         "circuit upstream: half-open -> closed",
     ]
-    assert transitions[0].endswith("(failures: 2)")
+
+
+def test_breaker_when_it_opens_then_the_log_gives_the_failures_that_opened_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The old breaker logged "(failures: 2)" here; an operator reading the log needs the count that tripped it.
+    caplog.set_level(logging.WARNING, logger="atelier.breaker")
+
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=2, reset_timeout=RESET, clock=ManualClock())
+        await fail_times(breaker, 2)
+
+    run(scenario())
+
+    (opening,) = transitions(caplog)
+    assert opening.getMessage() == "circuit upstream: closed -> open (failures: 2)"
 
 
 def test_breaker_when_outcomes_change_no_state_then_nothing_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="atelier.breaker")
-    breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET)
 
-    fail_times(breaker, 2)
-    breaker.acquire().succeed()
-    breaker.acquire().release()
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=3, reset_timeout=LONG_RESET, clock=ManualClock())
+        await fail_times(breaker, 2)
+        await (await breaker.acquire()).succeed()
+        await (await breaker.acquire()).release()
+        await fail_times(breaker, 1, not_counted())
+        assert (await circuit(breaker)).state == CLOSED  # the scenario really changed no state
 
-    assert [record for record in caplog.records if record.name == "atelier.breaker"] == []
+    run(scenario())
+
+    assert transitions(caplog) == []
+
+
+class RetryingStorage:
+    """A shared storage whose first attempt at every rule loses an optimistic race (as Redis' WATCH would
+    make it) and is retried: a rule may run twice, but only the second attempt is committed."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryCircuitStorage()
+        self.attempts = 0
+
+    async def load(self) -> Circuit:
+        return await self.inner.load()
+
+    async def update(self, rule: Callable[[Circuit], tuple[Circuit, T]]) -> T:
+        current = await self.inner.load()
+        rule(current)  # the losing attempt: computed, never written
+        self.attempts += 1
+        return await self.inner.update(rule)
+
+
+def test_breaker_when_the_storage_retries_a_rule_then_each_transition_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="atelier.breaker")
+    storage = RetryingStorage()
+
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=1, reset_timeout=RESET, clock=ManualClock(), storage=storage)
+        await fail_times(breaker, 1)
+
+    run(scenario())
+
+    assert storage.attempts == 2  # acquire and fail each ran their rule twice
+    assert [record.getMessage() for record in transitions(caplog)] == [
+        "circuit upstream: closed -> open (failures: 1)"
+    ]

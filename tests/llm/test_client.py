@@ -36,7 +36,6 @@ from tests.fakes.upstream import (
     drop,
     error_reply,
     event,
-    fake_upstream,
     hang,
     pause,
     send,
@@ -55,20 +54,6 @@ USAGE = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
 IDLE = 0.5
 # A timeout must fire near its bound, not at some later, unrelated one.
 PROMPTLY = 1.5
-
-
-@pytest.fixture(scope="module")
-def _server() -> Iterator[FakeUpstream]:
-    with fake_upstream() as fake:
-        yield fake
-
-
-@pytest.fixture
-def upstream(_server: FakeUpstream) -> Iterator[FakeUpstream]:
-    """One fake per module (stopping uvicorn takes ~0.2 s), reset for each test."""
-    _server.reset()
-    yield _server
-    _server.reset()
 
 
 def http_client() -> httpx.AsyncClient:

@@ -1,4 +1,5 @@
-"""The SSE wire format: one `data:` line of JSON per event, whatever the model writes, read back by httpx-sse."""
+"""The SSE wire format: one `data:` line of JSON per event, whatever the model writes, read back by
+httpx-sse; and the encode-once memo every reader of a log shares."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from httpx_sse import EventSource, ServerSentEvent
 
 from app.streaming import sse
-from app.streaming.events import Event
+from app.streaming.events import Event, Payload, Text, merge_text
+from app.streaming.ids import parse_event_id
+from tests.streaming.samples import CONTINUED, DONE, METADATA, OUTLINE, PAYLOADS, SECTION, TEXT
 
 HOSTILE_TEXTS = [
     "plain words",
@@ -31,7 +34,7 @@ HOSTILE_TEXTS = [
 
 
 def text_event(delta: str, seq: int = 7) -> Event:
-    return Event(seq=seq, type="text", data={"type": "text", "delta": delta})
+    return Event(seq=seq, payload=Text(delta))
 
 
 def decode(body: bytes, chunk_size: int | None = None) -> list[ServerSentEvent]:
@@ -53,11 +56,21 @@ class TestEncode:
         frame = sse.encode("job-1", text_event("hello", seq=3))
         assert frame == b'id: job-1:3\nevent: text\ndata: {"type":"text","delta":"hello"}\n\n'
 
-    @pytest.mark.parametrize("event_type", ["metadata", "text", "done", "error"])
-    def test_encode_when_any_type_then_event_field_names_it(self, event_type: str) -> None:
-        event = Event(seq=1, type=event_type, data={"type": event_type})  # type: ignore[arg-type]
-        frame = sse.encode("s", event).decode()
-        assert frame.splitlines()[1] == f"event: {event_type}"
+    @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda payload: payload.type)
+    def test_encode_when_any_payload_then_event_field_names_its_type(self, payload: Payload) -> None:
+        frame = sse.encode("s", Event(seq=1, payload=payload)).decode()
+        assert frame.splitlines()[1] == f"event: {payload.type}"
+
+    @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda payload: payload.type)
+    def test_encode_when_any_payload_then_three_lines_and_compact_json_of_data(
+        self, payload: Payload
+    ) -> None:
+        frame = sse.encode("s", Event(seq=4, payload=payload))
+        lines = frame.removesuffix(b"\n\n").split(b"\n")
+        assert lines[:2] == [b"id: s:4", f"event: {payload.type}".encode()]
+        assert len(lines) == 3
+        data = lines[2].removeprefix(b"data: ").decode()
+        assert data == json.dumps(payload.data(), ensure_ascii=False, separators=(",", ":"))
 
     @pytest.mark.parametrize("delta", HOSTILE_TEXTS)
     def test_encode_when_hostile_text_then_exactly_three_lines_and_one_frame(self, delta: str) -> None:
@@ -83,19 +96,75 @@ class TestEncode:
         (event,) = decode(frame)
         assert json.loads(event.data) == {"type": "text", "delta": "a\ud800b"}
 
-    def test_encode_when_metadata_then_nested_values_round_trip(self) -> None:
-        data = {"type": "metadata", "artist_name": "A\nB", "usage": {"prompt_tokens": 3}, "cached": False}
-        (event,) = decode(sse.encode("s", Event(seq=1, type="metadata", data=data)))
-        assert json.loads(event.data) == data
+    def test_encode_when_metadata_then_nested_artist_and_newline_in_name_round_trip(self) -> None:
+        (event,) = decode(sse.encode("s", Event(seq=1, payload=METADATA)))
+        data = json.loads(event.data)
+        assert data["artist"] == {"id": 7, "name": "Édith Piaf\nevent: done"}
+        assert data == METADATA.data()
 
-    def test_encode_retry_then_retry_field_alone(self) -> None:
+    def test_encode_when_done_then_nested_usage_round_trips(self) -> None:
+        (event,) = decode(sse.encode("s", Event(seq=9, payload=DONE)))
+        assert json.loads(event.data)["usage"] == {"prompt_tokens": 210, "completion_tokens": 4100}
+
+    def test_encode_retry_when_milliseconds_then_retry_field_alone(self) -> None:
         assert sse.encode_retry(2500) == b"retry: 2500\n\n"
 
-    def test_ping_is_a_comment_frame(self) -> None:
+    def test_ping_when_sent_then_a_comment_frame_httpx_sse_dispatches_nothing_for(self) -> None:
         assert sse.PING.startswith(b":") and sse.PING.endswith(b"\n\n")
+        assert decode(sse.PING) == []
+
+
+class TestMemo:
+    def test_encode_when_called_twice_then_the_very_same_bytes_object(self) -> None:
+        event = text_event("once")
+        first = sse.encode("s", event)
+        assert sse.encode("s", event) is first
+
+    def test_encode_when_called_twice_then_frame_built_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        built: list[int] = []
+        encode_frame = sse.encode_frame
+
+        def counting(stream_id: str, event: Event) -> bytes:
+            built.append(event.seq)
+            return encode_frame(stream_id, event)
+
+        monkeypatch.setattr(sse, "encode_frame", counting)
+        event = text_event("once", seq=3)
+        sse.encode("s", event)
+        sse.encode("s", event)
+        assert built == [3]
+
+    def test_encode_when_first_called_then_memo_kept_on_the_event(self) -> None:
+        event = text_event("kept")
+        assert event.wire is None
+        frame = sse.encode("s", event)
+        assert event.wire is frame
+
+    def test_encode_frame_when_called_then_same_bytes_and_memo_untouched(self) -> None:
+        event = text_event("plain", seq=2)
+        frame = sse.encode_frame("s", event)
+        assert frame == b'id: s:2\nevent: text\ndata: {"type":"text","delta":"plain"}\n\n'
+        assert event.wire is None
+
+    def test_encode_when_merged_text_then_own_frame_with_last_seq_and_runs_memos_untouched(self) -> None:
+        run = [text_event("a ", seq=2), text_event("b ", seq=3), text_event("c", seq=4)]
+        singles = [sse.encode("job", event) for event in run]  # a reader that kept up sent them one by one
+        (merged,) = merge_text(run)
+        frame = sse.encode("job", merged)
+        assert frame == b'id: job:4\nevent: text\ndata: {"type":"text","delta":"a b c"}\n\n'
+        assert merged.wire is frame
+        assert [event.wire for event in run] == singles
+        assert all(event.wire is single for event, single in zip(run, singles, strict=True))
 
 
 class TestRoundTrip:
+    @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda payload: payload.type)
+    def test_round_trip_when_any_payload_then_id_event_and_data_intact(self, payload: Payload) -> None:
+        (event,) = decode(sse.encode("job-1", Event(seq=11, payload=payload)))
+        assert event.id == "job-1:11"
+        assert event.event == payload.type
+        assert json.loads(event.data) == payload.data()
+
     @pytest.mark.parametrize("delta", HOSTILE_TEXTS)
     def test_round_trip_when_hostile_text_then_httpx_sse_reads_it_back(self, delta: str) -> None:
         (event,) = decode(sse.encode("job-1", text_event(delta, seq=5)))
@@ -105,68 +174,28 @@ class TestRoundTrip:
 
     @pytest.mark.parametrize("chunk_size", [1, 2, 3, 7])
     def test_round_trip_when_stream_arrives_in_pieces_then_same_events(self, chunk_size: int) -> None:
-        events = [Event(seq=1, type="metadata", data={"type": "metadata", "artist_name": "Édith"})]
-        events += [text_event(delta, seq=i + 2) for i, delta in enumerate(HOSTILE_TEXTS)]
-        events.append(Event(seq=len(events) + 1, type="done", data={"type": "done"}))
+        payloads: list[Payload] = [
+            METADATA,
+            OUTLINE,
+            SECTION,
+            *(Text(d) for d in HOSTILE_TEXTS),
+            CONTINUED,
+            TEXT,
+            DONE,
+        ]
+        events = [Event(seq=seq, payload=payload) for seq, payload in enumerate(payloads, start=1)]
         body = sse.encode_retry(1000) + sse.PING + b"".join(sse.encode("s", event) for event in events)
         body += sse.PING
 
         decoded = [event for event in decode(body, chunk_size) if event.data]
         assert [(e.id, e.event, json.loads(e.data)) for e in decoded] == [
-            (f"s:{event.seq}", event.type, event.data) for event in events
+            (f"s:{event.seq}", event.type, event.payload.data()) for event in events
         ]
         # The text the model wrote comes back whole, and the only `done` is the real one.
         deltas = [json.loads(e.data)["delta"] for e in decoded if e.event == "text"]
-        assert "".join(deltas) == "".join(HOSTILE_TEXTS)
+        assert "".join(deltas) == "".join(HOSTILE_TEXTS) + TEXT.delta
         assert [e.event for e in decoded].count("done") == 1
 
-    def test_round_trip_then_id_parses_back_to_stream_and_seq(self) -> None:
+    def test_round_trip_when_id_read_back_then_parses_to_stream_and_seq(self) -> None:
         (event,) = decode(sse.encode("replay-3", text_event("x", seq=12)))
-        assert sse.parse_event_id(event.id) == ("replay-3", 12)
-
-
-class TestParseEventId:
-    @pytest.mark.parametrize(
-        ("value", "expected"),
-        [
-            ("abc:12", ("abc", 12)),
-            ("replay-3:0", ("replay-3", 0)),
-            ("a:b:5", ("a:b", 5)),
-            ("3f2a9c:1", ("3f2a9c", 1)),
-            (" abc:12 ", ("abc", 12)),
-            ("abc:007", ("abc", 7)),
-            ("abc:" + "9" * 12, ("abc", 999_999_999_999)),
-        ],
-    )
-    def test_parse_when_valid_then_stream_and_seq(self, value: str, expected: tuple[str, int]) -> None:
-        assert sse.parse_event_id(value) == expected
-
-    @pytest.mark.parametrize(
-        "value",
-        [
-            None,
-            "",
-            "   ",
-            "nocolon",
-            "x:",
-            ":5",
-            ":",
-            "x:-1",
-            "x:+1",
-            "x:1e3",
-            "x:1.5",
-            "x: 5",
-            "x:5 6",
-            "x:0x10",
-            "x:" + "9" * 13,
-            "x:" + "1" * 100,
-            "x:\u00b2",  # superscript two: str.isdigit() says yes, int() says no
-            "x:\u0661",  # ARABIC-INDIC DIGIT ONE
-            "x:\uff15",  # FULLWIDTH DIGIT FIVE
-        ],
-    )
-    def test_parse_when_invalid_then_none(self, value: str | None) -> None:
-        assert sse.parse_event_id(value) is None
-
-    def test_event_id_then_parse_round_trips(self) -> None:
-        assert sse.parse_event_id(sse.event_id("job:with:colons", 42)) == ("job:with:colons", 42)
+        assert parse_event_id(event.id) == ("replay-3", 12)

@@ -9,7 +9,7 @@ from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from app.catalog.seed import seed_catalog
 from app.db import create_engine, create_sessionmaker
-from tests.support import LiveServer
+from tests.support import LiveServer, post_artist
 
 
 @pytest.fixture
@@ -82,9 +82,7 @@ def test_artist_page_shows_facts_and_links_json(seeded: LiveServer) -> None:
 
 def test_artist_page_escapes_user_text(server: LiveServer) -> None:
     body = {"name": "<script>alert(1)</script>", "notes": "<img src=x onerror=alert(1)>"}
-    created = server.client.post(
-        "/api/v1/collection/artists", json=body, headers={"Authorization": "Bearer test-token"}
-    ).json()
+    created = post_artist(server, body).json()
     tree = page(server, f"/artists/{created['id']}")
     assert tree.css("article script") == [] and tree.css("article img") == []
     assert texts(tree, "h1") == ["<script>alert(1)</script>"]

@@ -9,20 +9,13 @@ from typing import Any
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from tests.fakes.upstream import Reply, chunk, completion, event, hang
-from tests.support import AUTH, LiveServer
+from tests.support import LiveServer, add_artist
 
 HOSTILE = (
     "# Portrait\n\n<script>alert(1)</script>\n\n[click](javascript:alert(1)) "
     "![tracker](https://evil.example/pixel.png) <img src=x onerror=alert(1)>\n\n"
     'data: {"type":"done"}\n\nThe end.\n'
 )
-
-
-def add_artist(server: LiveServer, name: str = "Nina Simone") -> int:
-    response = server.client.post("/api/v1/collection/artists", json={"name": name}, headers=AUTH)
-    assert response.status_code == 201
-    artist_id: int = response.json()["id"]
-    return artist_id
 
 
 def html(response: Any) -> HTMLParser:

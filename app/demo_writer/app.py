@@ -6,8 +6,12 @@ same request, the same Server-Sent Events, the same finish reasons and usage. So
 timeouts, cancellation and the relay to browsers all run for real in demo mode, and the demo cannot drift
 into testing something the production path never does.
 
-It reads the artist's facts back out of the real prompt (app/generation/prompt.py) and writes a deterministic
-portrait from templates (app/llm/demo_prose.py), paced like a model at `tokens_per_second`.
+It is a fake vendor, not part of our client: it imports nothing of Atelier's but the shared word counter and
+reads the prompt as a model would, as text. It finds the artist's facts in the JSON document between
+`<artist_facts>` tags, the target length in "about N words" and the language in "(xx)" before them, and
+writes a deterministic portrait from templates (`prose.py`), paced like a model at `tokens_per_second`.
+That it reads what `app/generation/prompt.py` writes is checked by a test (tests/demo_writer), not by an
+import.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from app.generation.prompt import FACTS_CLOSE, FACTS_OPEN, LANGUAGE_NAMES
-from app.llm.demo_prose import UNNAMED, facts_from_document, write_portrait
+from app.demo_writer.prose import UNNAMED, facts_from_document, write_portrait
 
+FACTS_OPEN, FACTS_CLOSE = "<artist_facts>", "</artist_facts>"
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian"}
 DEFAULT_TARGET_WORDS = 600
 # A prompt asking for a million words must not make the demo build a million-word string.
 MAX_TARGET_WORDS = 20_000
@@ -73,7 +78,7 @@ def create_demo_app(tokens_per_second: float) -> Starlette:
 
 
 def portrait_for_prompt(prompt: str) -> str:
-    """The markdown the demo writes for a user message built by `app.generation.prompt.user_message`."""
+    """The markdown the demo writes for a user message like those `app.generation.prompt` builds."""
     start = prompt.find(FACTS_OPEN)
     # The instructions precede the facts; a note saying "(fr)" or "about 9 words" must not count as one.
     instructions = prompt[:start] if start >= 0 else prompt

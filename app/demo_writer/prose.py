@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-WORD = re.compile(r"[^\W_]+")
+from app.kit.text import count_words
+
 _SPACES = re.compile(r"\s+")
 _ALTERNATIVES = re.compile(r"\[([^\[\]]*\|[^\[\]]*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -77,10 +78,6 @@ def facts_from_document(document: Any) -> Facts | None:
         notable_works=texts(document.get("notable_works")),
         notes=plain(document.get("notes")) or None,
     )
-
-
-def count_words(text: str) -> int:
-    return len(WORD.findall(text))
 
 
 LEAD_OPENERS = [

@@ -1,4 +1,4 @@
-"""The `atelier` command: serve, migrate, seed."""
+"""The `atelier` command: serve, migrate, seed, generate."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from app.cli.generate import GenerateFailed, OpenParts, add_arguments, generate
 from app.settings import get_settings
 
 
@@ -46,11 +47,9 @@ def _seed(_args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from app.generation.cli import GenerateFailed, generate
-
     logging.getLogger().setLevel(logging.WARNING)  # the terminal shows the portrait and one progress line
     try:
-        return asyncio.run(generate(args))
+        return asyncio.run(generate(args, args.open_parts))
     except GenerateFailed as exc:
         sys.stderr.write(f"\natelier generate: {exc}\n")
         return 1
@@ -59,7 +58,7 @@ def _generate(args: argparse.Namespace) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(open_parts: OpenParts) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atelier", description="Atelier: portraits of artists, streamed.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -77,21 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="load the sample catalog (idempotent)")
     seed.set_defaults(run=_seed)
 
-    from app.generation.cli import add_arguments
-
-    generate = commands.add_parser("generate", help="write an artist's portrait, streamed to the terminal")
-    add_arguments(generate)
-    generate.set_defaults(run=_generate)
+    generate_ = commands.add_parser("generate", help="write an artist's portrait, streamed to the terminal")
+    add_arguments(generate_)
+    generate_.set_defaults(run=_generate, open_parts=open_parts)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run(argv: Sequence[str] | None, open_parts: OpenParts) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+    args = build_parser(open_parts).parse_args(argv)
     code: int = args.run(args)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The catalog's JSON routes under /api/v1/collection/artists: HTTP in, HTTP out, the rules in services."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from app.auth import TokenRequired
+from app.catalog.repository import ArtistQuery
+from app.catalog.schemas import ArtistCreate, ArtistUpdate
+from app.collection.deps import CollectionDep
+from app.collection.schemas import ArtistPublic, ArtistsPublic
+
+router = APIRouter(prefix="/api/v1/collection/artists", tags=["catalog"])
+
+ArtistId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The artist's id")]
+
+
+@router.get("")
+async def list_artists(
+    collection: CollectionDep,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Words to find in name, genres, works")
+    ] = None,
+    genre: Annotated[str | None, Query(max_length=60)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> ArtistsPublic:
+    return await collection.search(ArtistQuery(q=q, genre=genre, page=page, per_page=per_page))
+
+
+@router.post("", status_code=201)
+async def create_artist(
+    collection: CollectionDep, _auth: TokenRequired, data: ArtistCreate, response: Response
+) -> ArtistPublic:
+    artist = await collection.create(data)
+    response.headers["Location"] = f"{router.prefix}/{artist.id}"
+    return artist
+
+
+@router.get("/{artist_id}")
+async def get_artist(collection: CollectionDep, artist_id: ArtistId) -> ArtistPublic:
+    return await collection.get(artist_id)
+
+
+@router.patch("/{artist_id}")
+async def update_artist(
+    collection: CollectionDep, _auth: TokenRequired, artist_id: ArtistId, data: ArtistUpdate
+) -> ArtistPublic:
+    return await collection.update(artist_id, data)
+
+
+@router.delete("/{artist_id}", status_code=204)
+async def delete_artist(collection: CollectionDep, _auth: TokenRequired, artist_id: ArtistId) -> Response:
+    await collection.delete(artist_id)
+    return Response(status_code=204)

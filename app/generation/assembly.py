@@ -1,0 +1,42 @@
+"""The generation core put together: one function, so the server, the command line and the tests assemble
+exactly the same thing (only the chat model and the clock differ in tests)."""
+
+from __future__ import annotations
+
+from app.articles.service import ArticleService
+from app.catalog.service import CatalogService
+from app.generation.portrait import PortraitService
+from app.generation.ratelimit import GenerationLimiter
+from app.generation.registry import JobRegistry
+from app.generation.run import GenerationRun, Writer
+from app.kit.clock import Clock
+from app.llm.breaker import Breaker
+from app.settings import Settings
+from app.streaming.broker import Broker
+
+
+def build_portraits(
+    settings: Settings,
+    *,
+    catalog: CatalogService,
+    articles: ArticleService,
+    broker: Broker,
+    writer: Writer,
+    clock: Clock,
+) -> PortraitService:
+    registry = JobRegistry(
+        broker=broker, clock=clock, grace=settings.job_grace, retention=settings.job_retention
+    )
+    catalog.on_deleted.append(registry.cancel_artist)  # a deleted artist's running jobs end
+    run = GenerationRun(
+        broker=broker, writer=writer, store=articles.store, system_prompt=settings.system_prompt
+    )
+    return PortraitService(
+        articles=articles,
+        broker=broker,
+        registry=registry,
+        run=run,
+        breaker=Breaker(settings.breaker_fail_max, settings.breaker_reset_timeout, clock=clock),
+        limiter=GenerationLimiter(settings.generation_rate),
+        sync_wait=settings.sync_wait,
+    )
