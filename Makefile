@@ -1,4 +1,5 @@
-# Two entry points: `make run` (everything to serve the demo on :8000) and `make test` (every check).
+# Two entry points: `make run` (everything to serve the demo on :8000) and `make test` (every check:
+# ruff, the import layers, mypy, pytest).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -33,6 +34,7 @@ browser:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy
