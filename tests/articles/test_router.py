@@ -353,6 +353,8 @@ class TestStaleness:
 
         patched = server.client.patch(f"{ARTISTS}/{artist['id']}", json={"country": "France"}, headers=AUTH)
         assert patched.status_code == 200, patched.text
+        # the answer is the artist as every read shows it: with its portrait's summary, stale now
+        assert patched.json()["article"]["stale"] is True
 
         after = server.client.get(path, headers={"If-None-Match": before.headers["etag"]})
         assert after.status_code == 200
