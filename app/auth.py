@@ -1,9 +1,10 @@
 """Who is asking: Bearer tokens for writes (`ATELIER_API_TOKENS`; tokens travel only in the Authorization
 header), and the client address a new generation is counted against.
 
-The client is the peer address, or the address its trusted proxies forwarded for (`ATELIER_TRUSTED_PROXIES`):
-X-Forwarded-For is read right to left, and the first address that is not a trusted proxy is the client, so a
-client cannot forge its way around the generation limit.
+The client is the peer address, or the address its trusted proxies forwarded for (`ATELIER_TRUSTED_PROXIES`).
+uvicorn applies this, with ATELIER_TRUSTED_PROXIES as its `forwarded_allow_ips` (`atelier serve` passes it; a
+plain uvicorn command must too: docs/deployment.md); the app takes the address as given, so X-Forwarded-For
+is read in one place only.
 """
 
 from __future__ import annotations
@@ -56,22 +57,21 @@ class Client:
     address: str
 
 
-def client_address(request: Request, trusted_proxies: list[str]) -> str:
-    peer = request.client.host if request.client else "unknown"
-    if peer not in trusted_proxies:
-        return peer
-    forwarded = [
-        part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()
-    ]
-    for address in reversed(forwarded):
-        if address not in trusted_proxies:
-            return address
-    return peer
+def client_address(request: Request) -> str:
+    """The client address as the server gives it.
+
+    X-Forwarded-For is interpreted in one place: uvicorn's proxy-headers middleware, which runs before the app
+    and takes the client from the header when the peer is one of its `forwarded_allow_ips`. `atelier serve`
+    passes it ATELIER_TRUSTED_PROXIES; a plain uvicorn command passes the same list as
+    `--forwarded-allow-ips` (docs/deployment.md). The app cannot undo that rewrite, and reading the header
+    again here could only drift from uvicorn's reading, so the address is taken as given; `app.kit.forwarding`
+    only notices (and logs once) a server that trusts a hop the list does not.
+    """
+    return request.client.host if request.client else "unknown"
 
 
 async def _client(request: Request) -> Client:
-    settings: Settings = request.state.settings
-    return Client(trusted=has_valid_token(request), address=client_address(request, settings.trusted_proxies))
+    return Client(trusted=has_valid_token(request), address=client_address(request))
 
 
 ClientDep = Annotated[Client, Depends(_client)]

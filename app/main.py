@@ -31,13 +31,14 @@ from app.collection.router import router as collection_router
 from app.collection.service import CollectionService
 from app.db import create_engine, create_sessionmaker
 from app.demo_writer import create_demo_app
-from app.errors import install_error_handlers
+from app.errors import install_error_handlers, install_error_schema
 from app.generation.assembly import build_portraits
 from app.generation.portrait import PortraitService
 from app.generation.router import router as generation_router
 from app.generation.run import Writer
 from app.kit.body_limit import BodySizeLimitMiddleware
 from app.kit.clock import SystemClock
+from app.kit.forwarding import ForwardedForCheck
 from app.kit.sidecar import serve_beside
 from app.llm.breaker import Breaker
 from app.llm.client import LLMClient, UpstreamConfig
@@ -141,7 +142,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_error_schema(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # uvicorn reads X-Forwarded-For before the app (atelier serve gives it ATELIER_TRUSTED_PROXIES); this only
+    # logs once if a request shows it was told to trust other proxies (app/kit/forwarding.py).
+    app.add_middleware(
+        ForwardedForCheck, trusted_proxies=settings.trusted_proxies, setting="ATELIER_TRUSTED_PROXIES"
+    )
     app.include_router(health.router)
     app.include_router(collection_router)
     app.include_router(articles_router)

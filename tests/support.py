@@ -56,13 +56,14 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    # proxy_headers off, as `atelier serve` runs: Atelier reads X-Forwarded-For itself, from trusted proxies.
+    # As `atelier serve` runs: uvicorn reads X-Forwarded-For, from ATELIER_TRUSTED_PROXIES only.
     config = uvicorn.Config(
         create_app(settings),
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=2,
-        proxy_headers=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

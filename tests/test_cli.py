@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from tests.fakes.upstream import FakeUpstream, error_reply
+from tests.nginx.servers import atelier as atelier_process
 
 ROOT = Path(__file__).resolve().parent.parent
 # The console script pip installed (`atelier = "app.main:cli"`), run as a user runs it.
@@ -102,3 +105,63 @@ def test_generate_when_it_fails_then_nonzero_and_no_file(tmp_path: Path, upstrea
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
     unknown = atelier("generate", "Nobody At All", database=database)
     assert unknown.returncode == 1 and "no artist" in unknown.stderr
+
+
+def test_serve_gives_uvicorn_the_trusted_proxies_and_bounds_the_request_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`atelier serve` lets uvicorn read X-Forwarded-For, from ATELIER_TRUSTED_PROXIES only (uvicorn's own
+    default would trust 127.0.0.1 and ::1 whatever the setting says); parses with httptools unless told h11,
+    which bounds the request head."""
+    import uvicorn
+
+    from app.cli import commands
+    from app.settings import get_settings
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append({"app": app, **options}))
+    monkeypatch.setenv("ATELIER_TRUSTED_PROXIES", "10.0.0.5, 192.0.2.0/24")
+    get_settings.cache_clear()
+    try:
+        args = commands.build_parser(lambda _settings: None).parse_args(["serve", "--port", "8123"])
+        assert args.run(args) == 0
+    finally:
+        get_settings.cache_clear()
+    (options,) = calls
+    assert options["app"] == "app.main:app" and options["port"] == 8123
+    assert options["proxy_headers"] is True
+    assert options["forwarded_allow_ips"] == ["10.0.0.5", "192.0.2.0/24"]
+    assert options["http"] == "httptools" and options["h11_max_incomplete_event_size"] == 64 * 1024
+    args = commands.build_parser(lambda _settings: None).parse_args(["serve", "--http", "h11"])
+    assert args.http == "h11"
+
+
+def send_raw(port: int, head: bytes) -> bytes:
+    """Send a request head as it is and read the answer; b"" if the server closed or reset the connection
+    before answering (it may stop reading what it refuses)."""
+    import socket
+
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        try:
+            connection.sendall(head)
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return answer
+
+
+def test_serve_with_h11_refuses_a_16_mib_header(tmp_path: Path) -> None:
+    # Served without nginx in front, `--http h11` bounds the request head (docs/deployment.md).
+    with atelier_process(tmp_path, "serve", "--http", "h11") as served:
+        big = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (16 * 1024 * 1024) + b"\r\n\r\n"
+        answer = send_raw(served.port, big)
+        assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        fits = (
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+            + b"a" * 16_000
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        assert send_raw(served.port, fits).startswith(b"HTTP/1.1 200")  # an ordinary large cookie still fits

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
@@ -10,14 +10,29 @@ from fastapi.responses import JSONResponse
 from app.articles.deps import ArticlesDep
 from app.articles.models import Article
 from app.articles.params import ArticleParamsDep
-from app.articles.schemas import ArticleVersions
+from app.articles.schemas import ArticlePublic, ArticleVersions
 from app.articles.service import ArticleService
 from app.catalog.models import Artist
+from app.errors import error_responses
 from app.kit.http import not_modified
+from app.kit.ids import MAX_ID, MIN_ID
 
-router = APIRouter(prefix="/api/v1/collection/artists/{artist_id}/article", tags=["articles"])
-ArtistId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+router = APIRouter(
+    prefix="/api/v1/collection/artists/{artist_id}/article",
+    tags=["articles"],
+    responses=error_responses(404, 422),
+)
+# One stored article: JSON, or its markdown with `Accept: text/markdown`; 304 for a matching If-None-Match.
+ARTICLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": ArticlePublic,
+        "description": "The article as JSON, or its markdown with `Accept: text/markdown`",
+        "content": {"text/markdown": {"schema": {"type": "string"}}},
+    },
+    304: {"description": "Not Modified: the ETag sent in If-None-Match still holds"},
+}
+ArtistId = Annotated[int, Path(ge=MIN_ID, le=MAX_ID)]
+Version = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def _wants_markdown(request: Request) -> bool:
@@ -26,7 +41,7 @@ def _wants_markdown(request: Request) -> bool:
 
 
 def _represent(request: Request, articles: ArticleService, article: Article, artist: Artist) -> Response:
-    stale = articles.is_stale(article, artist.updated_at)
+    stale = articles.is_stale(article, artist)
     markdown = _wants_markdown(request)
     etag = f'"article-{article.id}-{"md" if markdown else "json"}{"-stale" if stale else ""}"'
     headers = {"ETag": etag, "Vary": "Accept", "Cache-Control": "no-cache"}
@@ -38,7 +53,7 @@ def _represent(request: Request, articles: ArticleService, article: Article, art
     return JSONResponse(body, headers=headers)
 
 
-@router.get("", response_model=None)
+@router.get("", response_model=None, responses=ARTICLE_RESPONSES)
 async def get_article(
     request: Request, articles: ArticlesDep, artist_id: ArtistId, params: ArticleParamsDep
 ) -> Response:
@@ -52,7 +67,7 @@ async def list_versions(articles: ArticlesDep, artist_id: ArtistId) -> ArticleVe
     return await articles.versions(artist_id)
 
 
-@router.get("/versions/{version}", response_model=None)
+@router.get("/versions/{version}", response_model=None, responses=ARTICLE_RESPONSES)
 async def get_version(
     request: Request, articles: ArticlesDep, artist_id: ArtistId, version: Version, params: ArticleParamsDep
 ) -> Response:

@@ -1,15 +1,16 @@
 """Stored portraits: store a finished generation as a new version, read them back, tell when one is stale.
 
-An article is stale when its artist changed after it was written, or when it was written by the demo
-writer and a real upstream is configured now. Every method opens its own short session: no caller holds
-one, and none is open while a stream is written.
+An article is stale when its artist's facts changed since the facts it was written from (the article's
+`facts_version` is below the artist's: versions, never clocks, so a portrait written from old facts and
+stored after the change is stale too), or when it was written by the demo writer and a real upstream is
+configured now. Every method opens its own short session: no caller holds one, and none is open while a
+stream is written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
@@ -29,12 +30,21 @@ ARTICLE_PATH = "/api/v1/collection/artists/{artist_id}/article"
 
 
 class Versioned(Protocol):
-    """Anything with an artist's id and last change: the model, or its public view."""
+    """An artist as staleness needs it: its id and the version of its facts (the model)."""
 
     @property
     def id(self) -> int: ...
     @property
-    def updated_at(self) -> datetime: ...
+    def facts_version(self) -> int: ...
+
+
+class ArtistGone(Exception):
+    """The artist was deleted before its portrait could be stored: nothing was stored. Not a failure of
+    ours: a generation that meets it ends as cancelled, which the deletion also asks for."""
+
+    def __init__(self, artist_id: int) -> None:
+        super().__init__(f"artist {artist_id} no longer exists")
+        self.artist_id = artist_id
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,9 @@ class ArticleDraft:
     duration_ms: int
     ttft_ms: int | None
     job_id: str | None
+    # The artist's facts_version the text was written from (the job's snapshot). None: from the facts as
+    # they are stored now (a draft not written by a job), read in the store's own transaction.
+    facts_version: int | None = None
 
 
 def article_url(article: Article) -> str:
@@ -71,9 +84,14 @@ class ArticleService:
     # --- writing ---------------------------------------------------------------------------------------
 
     async def store(self, draft: ArticleDraft) -> Article:
-        """One short transaction; a concurrent writer of the same version makes us take the next one."""
+        """One short transaction; a concurrent writer of the same version makes us take the next one.
+        `ArtistGone` (and nothing stored) when the artist was deleted, before or while we store."""
         for _attempt in range(5):
             async with self.sessionmaker() as session:
+                artist = await ArtistRepository(session).get(draft.artist_id)
+                if artist is None:
+                    raise ArtistGone(draft.artist_id)
+                facts_version = artist.facts_version if draft.facts_version is None else draft.facts_version
                 repository = ArticleRepository(session)
                 version = await repository.next_version(draft.artist_id, draft.language, draft.length)
                 article = Article(
@@ -91,14 +109,17 @@ class ArticleService:
                     duration_ms=draft.duration_ms,
                     ttft_ms=draft.ttft_ms,
                     job_id=draft.job_id,
+                    facts_version=facts_version,
                 )
                 try:
                     await repository.add(article)
                     await session.commit()
-                except IntegrityError:
+                except IntegrityError as exc:
+                    # the artist deleted since we read it (its foreign key), or a concurrent version
                     await session.rollback()
+                    session.expunge_all()
                     if await ArtistRepository(session).get(draft.artist_id) is None:
-                        raise
+                        raise ArtistGone(draft.artist_id) from exc
                     continue
                 return article
         raise RuntimeError("could not store the article: too many concurrent versions")
@@ -149,7 +170,7 @@ class ArticleService:
             latest = await ArticleRepository(session).latest_for_artists(
                 [a.id for a in artists], language, length
             )
-        updated = {artist.id: artist.updated_at for artist in artists}
+        current = {artist.id: artist for artist in artists}
         return {
             artist_id: ArticleSummary(
                 article_id=article.id,
@@ -157,7 +178,7 @@ class ArticleService:
                 language=article.language,
                 length=article.length,
                 words=article.words,
-                stale=self.is_stale(article, updated[artist_id]),
+                stale=self.is_stale(article, current[artist_id]),
                 truncated=article.truncated,
                 created_at=article.created_at,
                 url=article_url(article),
@@ -167,8 +188,10 @@ class ArticleService:
 
     # --- views -----------------------------------------------------------------------------------------
 
-    def is_stale(self, article: Article, artist_updated_at: datetime) -> bool:
-        return artist_updated_at > article.created_at or (
+    def is_stale(self, article: Article, artist: Versioned) -> bool:
+        """Written from older facts than the artist's now (versions, never clocks: the job's snapshot decides,
+        whenever and wherever the article was stored), or by the demo writer while an upstream is configured."""
+        return article.facts_version < artist.facts_version or (
             article.writer == "demo" and self.upstream_configured
         )
 
@@ -182,7 +205,7 @@ class ArticleService:
             words=article.words,
             model=article.model,
             writer=article.writer,
-            stale=self.is_stale(article, artist.updated_at),
+            stale=self.is_stale(article, artist),
             truncated=article.truncated,
             finish_reason=article.finish_reason,
             created_at=article.created_at,

@@ -1,5 +1,7 @@
 """The catalog's rules: names unique case- and accent-insensitively, years in order, one transaction per
-write, owned here (routers never see a session).
+write, owned here (routers never see a session). The database holds both rules too (a unique hash of the
+folded name, a CHECK on the years), so two writes racing cannot break them: the loser's write is refused
+and answered 409 or 422 like the checks made here first.
 
 Other packages learn of changes through hooks rather than being called from here: the catalog knows
 nothing of articles or running jobs (`on_deleted` is how deleting an artist cancels its jobs).
@@ -12,11 +14,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.catalog.errors import ArtistNotFound, name_taken
+from app.catalog.errors import ArtistNotFound, name_taken, refusal, years_out_of_order
 from app.catalog.models import Artist
 from app.catalog.repository import ArtistQuery, ArtistRepository
 from app.catalog.schemas import ArtistCreate, ArtistUpdate
-from app.errors import ValidationFailed
 
 ArtistHook = Callable[[int], Awaitable[None]]
 
@@ -66,31 +67,39 @@ class CatalogService:
                 await repository.add(artist)
                 await session.commit()
             except IntegrityError as exc:  # a concurrent create won the race for the name
-                raise name_taken(data.name) from exc
+                raise (refusal(exc, data.name) or exc) from exc
             return artist
 
     async def update(self, artist_id: int, data: ArtistUpdate) -> Artist:
+        """Change the fields sent that differ from the stored ones, in one UPDATE that also bumps
+        `facts_version` (a PATCH that changes nothing changes nothing: no version, no `updated_at`).
+
+        The checks below read the row first and answer the common case; the UPDATE applies only the
+        changed columns to the row as it is by then, and the database refuses a result that breaks a rule
+        (a concurrent PATCH of the other year, or of another artist's name): 422 or 409 all the same."""
+        requested = data.model_dump(exclude_unset=True)
         async with self.sessionmaker() as session:
             repository = ArtistRepository(session)
             artist = await require_artist(session, artist_id)
-            changes = data.model_dump(exclude_unset=True)
+            changes = {field: value for field, value in requested.items() if getattr(artist, field) != value}
+            if not changes:
+                return artist
             if "name" in changes and await repository.name_taken(changes["name"], except_id=artist_id):
                 raise name_taken(changes["name"])
             start = changes.get("active_from", artist.active_from)
             end = changes.get("active_to", artist.active_to)
             if start is not None and end is not None and end < start:
-                raise ValidationFailed(
-                    fields=[{"loc": "body.active_to", "message": "active_to must not be before active_from"}]
-                )
-            for field, value in changes.items():
-                setattr(artist, field, value)
+                raise years_out_of_order()
+            name = changes.get("name", artist.name)
             try:
-                await session.flush()
+                updated = await repository.update(artist_id, changes)
+                if updated is None:  # deleted since we read it
+                    raise ArtistNotFound(f"No artist has the id {artist_id}.")
                 await session.commit()
             except IntegrityError as exc:
-                raise name_taken(str(changes.get("name", artist_id))) from exc
+                raise (refusal(exc, name) or exc) from exc
         await self._notify(self.on_updated, artist_id)
-        return artist
+        return updated
 
     async def delete(self, artist_id: int) -> None:
         async with self.sessionmaker() as session:

@@ -11,11 +11,30 @@ from collections.abc import Sequence
 from app.cli.generate import GenerateFailed, OpenParts, add_arguments, generate
 from app.settings import get_settings
 
+# The largest request line and headers `atelier serve` reads (h11 answers 400 beyond): above nginx.conf's
+# `large_client_header_buffers 4 8k`, so a request nginx let through always fits.
+MAX_HEADER_BYTES = 64 * 1024
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("app.main:app", host=args.host, port=args.port, proxy_headers=False, log_level=args.log_level)
+    uvicorn.run(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        # The one place X-Forwarded-For is read (app/auth.py takes the client as uvicorn gives it): only from
+        # the peers in ATELIER_TRUSTED_PROXIES, never uvicorn's own default.
+        proxy_headers=True,
+        forwarded_allow_ips=get_settings().trusted_proxies,
+        # httptools by default: it costs less CPU per streamed event than h11 (bench/relay.py), and nginx bounds
+        # the request head in front; h11, on demand, bounds it itself. See docs/deployment.md.
+        http=args.http,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=args.limit_concurrency,
+        timeout_keep_alive=args.timeout_keep_alive,
+    )
     return 0
 
 
@@ -66,6 +85,23 @@ def build_parser(open_parts: OpenParts) -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--http",
+        choices=["h11", "httptools"],
+        default="httptools",
+        help="HTTP parser: httptools (the default) is the faster one and bounds nothing, so serve behind "
+        "nginx.conf, which bounds request heads and cuts slow ones (it must be in front anyway: uvicorn has no "
+        "header timeout); h11 refuses request heads over 64 KiB when serving without nginx",
+    )
+    serve.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=None,
+        help="connections and tasks beyond which uvicorn answers 503 (default: no limit)",
+    )
+    serve.add_argument(
+        "--timeout-keep-alive", type=int, default=5, help="seconds an idle keep-alive connection is kept"
+    )
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")

@@ -11,10 +11,12 @@ from app.catalog.repository import ArtistQuery
 from app.catalog.schemas import ArtistCreate, ArtistUpdate
 from app.collection.deps import CollectionDep
 from app.collection.schemas import ArtistPublic, ArtistsPublic
+from app.errors import error_responses
+from app.kit.ids import MAX_ID, MIN_ID
 
-router = APIRouter(prefix="/api/v1/collection/artists", tags=["catalog"])
+router = APIRouter(prefix="/api/v1/collection/artists", tags=["catalog"], responses=error_responses(422))
 
-ArtistId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The artist's id")]
+ArtistId = Annotated[int, Path(ge=MIN_ID, le=MAX_ID, description="The artist's id")]
 
 
 @router.get("")
@@ -30,7 +32,7 @@ async def list_artists(
     return await collection.search(ArtistQuery(q=q, genre=genre, page=page, per_page=per_page))
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=error_responses(400, 401, 409, 413))
 async def create_artist(
     collection: CollectionDep, _auth: TokenRequired, data: ArtistCreate, response: Response
 ) -> ArtistPublic:
@@ -39,19 +41,19 @@ async def create_artist(
     return artist
 
 
-@router.get("/{artist_id}")
+@router.get("/{artist_id}", responses=error_responses(404))
 async def get_artist(collection: CollectionDep, artist_id: ArtistId) -> ArtistPublic:
     return await collection.get(artist_id)
 
 
-@router.patch("/{artist_id}")
+@router.patch("/{artist_id}", responses=error_responses(400, 401, 404, 409, 413))
 async def update_artist(
     collection: CollectionDep, _auth: TokenRequired, artist_id: ArtistId, data: ArtistUpdate
 ) -> ArtistPublic:
     return await collection.update(artist_id, data)
 
 
-@router.delete("/{artist_id}", status_code=204)
+@router.delete("/{artist_id}", status_code=204, responses=error_responses(401, 404))
 async def delete_artist(collection: CollectionDep, _auth: TokenRequired, artist_id: ArtistId) -> Response:
     await collection.delete(artist_id)
     return Response(status_code=204)

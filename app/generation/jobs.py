@@ -34,6 +34,9 @@ class Job:
     language: str
     length: Length
     origin: Origin
+    # The artist's facts_version the snapshot was taken at, stored with the article (its staleness);
+    # 0 (unknown) makes the article stale at once: a job must be built with the version it read.
+    facts_version: int = 0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     status: Status = "queued"
     readers: int = 0

@@ -176,6 +176,7 @@ class PortraitService:
                 id=uuid.uuid4().hex,
                 artist_id=artist.id,
                 facts=ArtistFacts.of(artist),
+                facts_version=artist.facts_version,  # read with the facts, from the same row
                 language=request.language,
                 length=request.length,
                 origin=request.origin,
@@ -208,7 +209,7 @@ class PortraitService:
         )
 
     def _replay(self, article: Article, artist: Artist, after: int = 0) -> Stream | NothingAfter:
-        stale = self.articles.is_stale(article, artist.updated_at)
+        stale = self.articles.is_stale(article, artist)
         events = replay_events(article, artist.name, stale)
         if after >= len(events):
             return NothingAfter()

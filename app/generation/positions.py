@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from app.kit.ids import parse_id
 from app.streaming.ids import parse_event_id
 
 REPLAY_PREFIX = "replay-"
-MAX_ID = 2**31 - 1  # every database's integer
 JOB_ID = re.compile(r"[0-9a-f]{1,64}")
 
 
@@ -38,10 +38,8 @@ def parse_position(last_event_id: str | None) -> JobPosition | ReplayPosition | 
         return None
     stream_id, seq = parsed
     if stream_id.startswith(REPLAY_PREFIX):
-        digits = stream_id.removeprefix(REPLAY_PREFIX)
-        if digits.isascii() and digits.isdigit() and len(digits) <= 10 and 0 < int(digits) <= MAX_ID:
-            return ReplayPosition(int(digits), seq)
-        return None
+        article_id = parse_id(stream_id.removeprefix(REPLAY_PREFIX))
+        return None if article_id is None else ReplayPosition(article_id, seq)
     if JOB_ID.fullmatch(stream_id):
         return JobPosition(stream_id, seq)
     return None

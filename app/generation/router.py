@@ -2,12 +2,13 @@
 translates its outcome (an SSE or markdown stream, a 202, a stored article, an error) to HTTP.
 
 Everything that can be a plain HTTP error (unknown artist or job: 404; bad parameters: 422; a refresh
-without a token: 401) is decided before the response starts. Once streaming, every failure is an event.
+without a token: 401; a POST another site sent: 403) is decided before the response starts. Once streaming,
+every failure is an event.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 
@@ -16,8 +17,8 @@ from app.articles.params import ArticleParamsDep
 from app.articles.schemas import ArticlePublic
 from app.articles.service import latest_url
 from app.auth import ClientDep, TokenRequired
-from app.errors import AppError
-from app.generation.deps import LastEventIdDep, PortraitsDep
+from app.errors import AppError, error_responses
+from app.generation.deps import LastEventIdDep, PortraitsDep, SameSiteRequired
 from app.generation.errors import SyncTimeout
 from app.generation.portrait import (
     Accepted,
@@ -31,14 +32,40 @@ from app.generation.portrait import (
     Stream,
 )
 from app.generation.schemas import AlreadyStored, JobAccepted, JobStatus, status_url, stream_url
+from app.kit.ids import MAX_ID, MIN_ID
 from app.settings import SettingsDep
 from app.streaming.responses import markdown_response, sse_response
 
-router = APIRouter(prefix="/api/v1", tags=["generation"])
+router = APIRouter(prefix="/api/v1", tags=["generation"], responses=error_responses(422))
 
-ArtistId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ArtistId = Annotated[int, Path(ge=MIN_ID, le=MAX_ID)]
 JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
 ARTIST_ARTICLE = "/collection/artists/{artist_id}/article"
+
+
+# Each event as OpenAPI 3.2 describes one (`itemSchema`); its `data` is one JSON object (docs/contract "The stream").
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The portrait as Server-Sent Events; with format=markdown, the bare markdown",
+        "content": {
+            "text/event-stream": {"itemSchema": SSE_EVENT},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    },
+    204: {"description": "Nothing after Last-Event-ID: the job has ended (an EventSource stops)"},
+}
+# Starting or joining a generation: refused by the limit (429) or the circuit (503).
+GENERATION_REFUSALS = (429, 503)
 
 
 def _stream_response(outcome: Outcome, format_: str, retry_ms: int) -> Response:
@@ -57,7 +84,12 @@ def _refusal_error(refused: Refused) -> AppError:
     return AppError.of(status, refused.code, refused.message, headers=headers, retry_after=retry_after)
 
 
-@router.get(ARTIST_ARTICLE + "/stream", response_model=None)
+@router.get(
+    ARTIST_ARTICLE + "/stream",
+    response_model=None,
+    response_class=Response,  # no media type of its own: `responses` says what 200 is
+    responses={**STREAM_RESPONSES, **error_responses(401, 404)},
+)
 async def artist_stream(
     settings: SettingsDep,
     portraits: PortraitsDep,
@@ -75,26 +107,43 @@ async def artist_stream(
     return _stream_response(await portraits.open(request), format, settings.sse_retry_ms)
 
 
-@router.get("/jobs/{job_id}/stream", response_model=None)
+@router.get(
+    "/jobs/{job_id}/stream",
+    response_model=None,
+    response_class=Response,  # no media type of its own: `responses` says what 200 is
+    responses={
+        200: {"description": "The job's events", "content": {"text/event-stream": {"itemSchema": SSE_EVENT}}},
+        204: STREAM_RESPONSES[204],
+        **error_responses(404),
+    },
+)
 async def job_stream(
     settings: SettingsDep, portraits: PortraitsDep, job_id: JobId, last_event_id: LastEventIdDep
 ) -> Response:
     return _stream_response(await portraits.follow_job(job_id, last_event_id), "sse", settings.sse_retry_ms)
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=error_responses(404))
 async def job_status(portraits: PortraitsDep, job_id: JobId) -> JobStatus:
     return JobStatus.of(portraits.job(job_id))
 
 
-@router.delete("/jobs/{job_id}", status_code=204)
+@router.delete("/jobs/{job_id}", status_code=204, responses=error_responses(401, 404))
 async def cancel_job(_auth: TokenRequired, portraits: PortraitsDep, job_id: JobId) -> Response:
     await portraits.cancel(job_id)
     return Response(status_code=204)
 
 
-@router.post(ARTIST_ARTICLE + "/jobs", status_code=202)
+@router.post(
+    ARTIST_ARTICLE + "/jobs",
+    status_code=202,
+    responses={
+        200: {"model": AlreadyStored, "description": "Already stored: nothing to start"},
+        **error_responses(401, 403, 404, *GENERATION_REFUSALS),
+    },
+)
 async def start_job(
+    _same_site: SameSiteRequired,
     portraits: PortraitsDep,
     client: ClientDep,
     response: Response,
@@ -119,8 +168,9 @@ async def start_job(
     return JobAccepted.of(outcome.job)
 
 
-@router.post(ARTIST_ARTICLE)
+@router.post(ARTIST_ARTICLE, responses=error_responses(401, 403, 404, *GENERATION_REFUSALS, 502, 504))
 async def generate_now(
+    _same_site: SameSiteRequired,
     portraits: PortraitsDep,
     articles: ArticlesDep,
     client: ClientDep,

@@ -3,7 +3,9 @@ then `done`; or an `error` and nothing stored. Everything it does goes into the 
 
 It is given its parts (the event log, a writer, a store, the breaker's permit), so a test runs it with a
 scripted writer and no server. The breaker's permit is resolved exactly once per job: `succeed` at the
-first text token, `fail` on a counted upstream error, `release` on cancellation or our own failure.
+first text token, `fail` on a counted upstream error, `release` on cancellation or our own failure. An
+artist deleted before its portrait is stored ends the job `cancelled`, as the deletion asks: nothing is
+stored, and nothing is logged as a failure.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import datetime
 
 from app.articles.models import Article
 from app.articles.params import TARGET_WORDS
-from app.articles.service import ArticleDraft
+from app.articles.service import ArticleDraft, ArtistGone
 from app.generation.jobs import CANCELLED_MESSAGE, Job, JobError, Status
 from app.generation.prompt import build_messages
 from app.llm import errors
@@ -135,6 +137,7 @@ class GenerationRun:
                     duration_ms=duration_ms,
                     ttft_ms=ttft_ms,
                     job_id=job.id,
+                    facts_version=job.facts_version,
                 )
             )
             job.article_id, job.version = article.id, article.version
@@ -156,6 +159,12 @@ class GenerationRun:
             await self._fail(job, exc.code, exc.message, exc.retry_after)
         except asyncio.CancelledError:
             await permit.release()  # a reader leaving says nothing about the upstream's health
+            await self._fail(job, "cancelled", CANCELLED_MESSAGE, None, status="cancelled")
+        except ArtistGone:
+            # Deleted while we wrote or stored: the deletion cancels its jobs (catalog's on_deleted), and
+            # its commit may land before that cancel does. Either way the end is the same: cancelled, and
+            # nothing stored.
+            await permit.release()
             await self._fail(job, "cancelled", CANCELLED_MESSAGE, None, status="cancelled")
         except Exception:
             log.exception("job %s failed", job.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from urllib.parse import urlencode
 
 from markupsafe import Markup
@@ -12,6 +13,7 @@ from app.articles.models import Article
 from app.articles.params import LENGTH_LABELS
 from app.catalog.models import Artist
 from app.catalog.schemas import ArtistRecord
+from app.errors import AppError
 
 API_ARTISTS = "/api/v1/collection/artists"
 
@@ -173,8 +175,22 @@ class JobPage:
     panel: PortraitPanel
 
 
+# The heading a person sees over an error's message; any other error is headed by its HTTP status.
+ERROR_TITLES = {
+    "artist_not_found": "Artist not found",
+    "job_not_found": "Portrait not found",
+    "forbidden": "Request refused",
+}
+
+
 @dataclass(frozen=True)
 class ErrorPage:
     title: str
     message: str
     json_url: str | None = None
+
+    @classmethod
+    def of(cls, error: AppError) -> ErrorPage:
+        return cls(
+            title=ERROR_TITLES.get(error.code, HTTPStatus(error.status_code).phrase), message=error.message
+        )

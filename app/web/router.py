@@ -3,11 +3,13 @@ upgrades the portrait area to the live stream. Pages ask the services and render
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from markupsafe import Markup
 
 from app.articles.deps import ArticlesDep
@@ -19,10 +21,13 @@ from app.catalog.deps import CatalogDep
 from app.catalog.errors import ArtistNotFound
 from app.catalog.models import Artist
 from app.catalog.repository import ArtistQuery
-from app.generation.deps import PortraitsDep
+from app.errors import AppError
+from app.generation.deps import PortraitsDep, SameSiteRequired
 from app.generation.errors import JobNotFound
 from app.generation.portrait import Accepted, PortraitRequest, PortraitService, Refused, Stored
+from app.generation.positions import JOB_ID
 from app.generation.schemas import status_url, stream_url
+from app.kit.ids import parse_id
 from app.settings import Settings, SettingsDep
 from app.web.contexts import (
     API_ARTISTS,
@@ -36,9 +41,61 @@ from app.web.contexts import (
 )
 from app.web.templates import render
 
-router = APIRouter(include_in_schema=False)
+
+class PageRoute(APIRoute):
+    """A page's route: whatever refuses it (an AppError raised by a dependency or by the route itself: an
+    unknown artist, a cross-site form) is answered with the HTML error page, its status and message, rather
+    than the API's JSON; a person reads it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        answer = super().get_route_handler()
+
+        async def answer_with_a_page(request: Request) -> Response:
+            try:
+                return await answer(request)
+            except AppError as error:
+                page = render(request, "error.html", ErrorPage.of(error), status_code=error.status_code)
+                page.headers.update(error.headers or {})
+                return page
+
+        return answer_with_a_page
+
+
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 PER_PAGE = 24
-PageArtistId = int
+SHOWN_ID_CHARACTERS = 40
+
+
+def _artist_not_found(artist_id: object) -> ArtistNotFound:
+    shown = str(artist_id)
+    if len(shown) > SHOWN_ID_CHARACTERS:
+        shown = shown[:SHOWN_ID_CHARACTERS] + "…"
+    return ArtistNotFound(f"No artist has the id {shown}.")
+
+
+def _job_not_found() -> JobNotFound:
+    return JobNotFound("This portrait job is unknown or has expired.")
+
+
+async def _page_artist_id(artist_id: Annotated[str, Path()]) -> int:
+    """The artist id in a page's address, read here rather than by FastAPI's `int`: an id that is not a
+    number, or out of every database's range, is a page saying no artist has it (404), not the API's JSON
+    422 nor, past the database's integer, an OverflowError (500)."""
+    parsed = parse_id(artist_id)
+    if parsed is None:
+        raise _artist_not_found(artist_id)
+    return parsed
+
+
+async def _page_job_id(job_id: Annotated[str, Path()]) -> str:
+    """A job id in a page's address: the same shape as every job id handed out, or an unknown job (404)."""
+    if JOB_ID.fullmatch(job_id) is None:
+        raise _job_not_found()
+    return job_id
+
+
+PageArtistId = Annotated[int, Depends(_page_artist_id)]
+PageJobId = Annotated[str, Depends(_page_job_id)]
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -94,7 +151,7 @@ async def _panel(
             stored_portrait(
                 article,
                 render_markdown(article.markdown),
-                articles.is_stale(article, artist.updated_at),
+                articles.is_stale(article, artist),
             )
             if article is not None
             else None
@@ -105,11 +162,6 @@ async def _panel(
         notice=notice,
     )
     return artist, panel
-
-
-def _not_found(request: Request, artist_id: int) -> HTMLResponse:
-    context = ErrorPage(title="Artist not found", message=f"No artist has the id {artist_id}.")
-    return render(request, "error.html", context, status_code=404)
 
 
 @router.get("/artists/{artist_id}", response_class=HTMLResponse)
@@ -127,12 +179,13 @@ async def artist_page(
             settings, portraits, articles, artist_id, *_choice(settings, language, length)
         )
     except ArtistNotFound:
-        return _not_found(request, artist_id)
+        raise _artist_not_found(artist_id) from None
     return render(request, "artist.html", ArtistPage.build(artist, panel))
 
 
 @router.post("/artists/{artist_id}/portrait", response_model=None)
 async def generate_from_form(
+    _same_site: SameSiteRequired,
     request: Request,
     settings: SettingsDep,
     portraits: PortraitsDep,
@@ -149,7 +202,7 @@ async def generate_from_form(
             PortraitRequest(artist_id, chosen_language, chosen_length, origin="job", client=client)
         )
     except ArtistNotFound:
-        return _not_found(request, artist_id)
+        raise _artist_not_found(artist_id) from None
     if isinstance(outcome, Stored):
         query = urlencode({"language": chosen_language, "length": chosen_length})
         return RedirectResponse(f"/artists/{artist_id}?{query}", status_code=303)
@@ -177,22 +230,21 @@ async def job_page(
     portraits: PortraitsDep,
     articles: ArticlesDep,
     artist_id: PageArtistId,
-    job_id: str,
+    job_id: PageJobId,
 ) -> Response:
     try:
         job = portraits.job(job_id)
     except JobNotFound:
-        job = None
-    if job is None or job.artist_id != artist_id:
-        gone = ErrorPage(title="Portrait not found", message="This portrait job is unknown or has expired.")
-        return render(request, "error.html", gone, status_code=404)
+        raise _job_not_found() from None
+    if job.artist_id != artist_id:
+        raise _job_not_found()
     artist_url = f"/artists/{artist_id}?{urlencode({'language': job.language, 'length': job.length})}"
     if job.status == "done":
         return RedirectResponse(artist_url, status_code=303)
     try:
         artist, panel = await _panel(settings, portraits, articles, artist_id, job.language, job.length)
     except ArtistNotFound:
-        return _not_found(request, artist_id)
+        raise _artist_not_found(artist_id) from None
     context = JobPage(
         title=f"Writing: {artist.name}",
         artist_id=artist.id,

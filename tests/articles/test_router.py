@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 from selectolax.lexbor import LexborHTMLParser
-from sqlalchemy.exc import IntegrityError
 
 from app.articles.models import Article
-from app.articles.service import ArticleDraft, ArticleService
+from app.articles.service import ArticleDraft, ArticleService, ArtistGone
 from app.db import create_engine, create_sessionmaker
 from app.kit.text import count_words
 from tests.support import ARTISTS, AUTH, LiveServer, assert_error, create_artist
@@ -448,6 +447,6 @@ class TestDelete:
     def test_store_when_artist_deleted_then_refused(self, server: LiveServer) -> None:
         artist = create_artist(server, **PIAF)
         server.client.delete(f"{ARTISTS}/{artist['id']}", headers=AUTH)
-        with pytest.raises(IntegrityError):
+        with pytest.raises(ArtistGone):
             store(server, artist["id"])
         assert server.sqlite_rows("SELECT count(*) FROM articles") == [(0,)]

@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
+from app import migrations
 from app.articles.errors import ArticleNotFound
 from app.articles.models import Article
-from app.articles.service import ArticleDraft, ArticleService
+from app.articles.repository import ArticleRepository
+from app.articles.service import ArticleDraft, ArticleService, ArtistGone
 from app.catalog.errors import ArtistNotFound
 from app.catalog.models import Artist
 from app.catalog.schemas import ArtistCreate, ArtistUpdate
@@ -55,6 +56,13 @@ async def services(database_url: str, *, upstream_configured: bool = True) -> As
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
+
+
+@pytest.fixture
+def database(any_database: str) -> str:
+    """A migrated database of each backend, for what the database decides (foreign keys, versions)."""
+    migrations.upgrade(any_database)
+    return any_database
 
 
 def draft(
@@ -125,14 +133,52 @@ def test_store_when_finish_reason_length_then_truncated(sqlite_database: str) ->
     run(scenario)
 
 
-def test_store_when_artist_deleted_then_integrity_error_and_nothing_stored(sqlite_database: str) -> None:
+def test_store_when_artist_deleted_then_artist_gone_and_nothing_stored(database: str) -> None:
+    async def scenario() -> None:
+        async with services(database) as s:
+            artist = await s.artist()
+            await s.catalog.delete(artist.id)
+            with pytest.raises(ArtistGone):
+                await s.articles.store(draft(artist.id))
+            assert await s.count() == 0
+
+    run(scenario)
+
+
+def test_store_when_artist_deleted_after_the_store_read_it_then_artist_gone(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete commits between the store's read of the artist and its insert: the foreign key refuses
+    the row, and the store says so as `ArtistGone`, not as the database's IntegrityError."""
+
+    async def scenario() -> None:
+        async with services(database) as s:
+            artist = await s.artist()
+            real_add = ArticleRepository.add
+
+            async def add_after_delete(self: ArticleRepository, article: Article) -> Article:
+                await s.catalog.delete(artist.id)  # its own session: committed before our insert
+                return await real_add(self, article)
+
+            monkeypatch.setattr(ArticleRepository, "add", add_after_delete)
+            with pytest.raises(ArtistGone):
+                await s.articles.store(draft(artist.id))
+            monkeypatch.undo()
+            assert await s.count() == 0
+
+    run(scenario)
+
+
+def test_store_when_draft_names_facts_version_then_kept_else_the_artists_current(
+    sqlite_database: str,
+) -> None:
     async def scenario() -> None:
         async with services(sqlite_database) as s:
             artist = await s.artist()
-            await s.catalog.delete(artist.id)
-            with pytest.raises(IntegrityError):
-                await s.articles.store(draft(artist.id))
-            assert await s.count() == 0
+            await s.catalog.update(artist.id, ArtistUpdate(country="United States"))
+            snapshot = await s.articles.store(replace(draft(artist.id), facts_version=1))
+            current = await s.articles.store(draft(artist.id))  # no snapshot: the facts as stored now
+            assert (snapshot.facts_version, current.facts_version) == (1, 2)
 
     run(scenario)
 
@@ -322,10 +368,43 @@ def test_is_stale_when_artist_updated_after_article_then_stale(sqlite_database: 
             artist = await s.artist()
             article = await s.articles.store(draft(artist.id))
             updated = await s.catalog.update(artist.id, ArtistUpdate(country="United States"))
-            assert updated.updated_at > article.created_at
-            assert s.articles.is_stale(article, updated.updated_at) is True
+            assert s.articles.is_stale(article, updated) is True
             summary = (await s.articles.summaries([updated], "en", "long"))[artist.id]
             assert summary.stale is True
+            assert all(item.stale for item in (await s.articles.versions(artist.id)).items)
+
+    run(scenario)
+
+
+def test_is_stale_when_written_from_older_facts_but_stored_after_the_change_then_stale(
+    database: str,
+) -> None:
+    """Staleness compares the facts' versions, never clocks: a portrait written from version 1 and stored
+    after the artist changed is stale, however late it was stored."""
+
+    async def scenario() -> None:
+        async with services(database) as s:
+            artist = await s.artist()
+            updated = await s.catalog.update(artist.id, ArtistUpdate(notes="Born in Tryon."))
+            article = await s.articles.store(replace(draft(artist.id), facts_version=1))
+            assert article.created_at > updated.updated_at  # a clock would call it fresh
+            assert s.articles.is_stale(article, updated) is True
+            assert (await s.articles.summaries([updated], "en", "long"))[artist.id].stale is True
+            _, latest = await s.articles.latest(artist.id, "en", "long")
+            assert s.articles.public_view(latest, updated).stale is True
+            rewritten = await s.articles.store(replace(draft(artist.id), facts_version=2))
+            assert s.articles.is_stale(rewritten, updated) is False
+
+    run(scenario)
+
+
+def test_is_stale_when_update_changes_nothing_then_still_fresh(sqlite_database: str) -> None:
+    async def scenario() -> None:
+        async with services(sqlite_database) as s:
+            artist = await s.artist()
+            article = await s.articles.store(draft(artist.id))
+            same = await s.catalog.update(artist.id, ArtistUpdate(name="Nina Simone", genres=[]))
+            assert s.articles.is_stale(article, same) is False
 
     run(scenario)
 
@@ -335,7 +414,7 @@ def test_is_stale_when_demo_article_and_upstream_configured_then_stale(sqlite_da
         async with services(sqlite_database, upstream_configured=True) as s:
             artist = await s.artist()
             article = await s.articles.store(draft(artist.id, writer="demo"))
-            assert s.articles.is_stale(article, artist.updated_at) is True
+            assert s.articles.is_stale(article, artist) is True
 
     run(scenario)
 
@@ -345,7 +424,7 @@ def test_is_stale_when_demo_article_and_no_upstream_then_fresh(sqlite_database: 
         async with services(sqlite_database, upstream_configured=False) as s:
             artist = await s.artist()
             article = await s.articles.store(draft(artist.id, writer="demo"))
-            assert s.articles.is_stale(article, artist.updated_at) is False
+            assert s.articles.is_stale(article, artist) is False
 
     run(scenario)
 
@@ -356,8 +435,8 @@ def test_is_stale_when_upstream_article_and_artist_unchanged_then_fresh(sqlite_d
             artist = await s.artist()
             article = await s.articles.store(draft(artist.id))
             _, reread = await s.articles.latest(artist.id, "en", "long")
-            assert s.articles.is_stale(article, artist.updated_at) is False
-            assert s.articles.is_stale(reread, artist.updated_at) is False
+            assert s.articles.is_stale(article, artist) is False
+            assert s.articles.is_stale(reread, artist) is False
 
     run(scenario)
 

@@ -128,6 +128,44 @@ class TestBadInput:
     def test_get_when_id_malformed_then_422(self, server: LiveServer, artist_id: str) -> None:
         assert_error(server.client.get(f"{ARTISTS}/{artist_id}"), 422, "validation_error")
 
+    @pytest.mark.parametrize(
+        "artist_id", ["999999999999999999999999999999", "2147483648", "0", "-1", "abc", "%C2%B2", "9" * 5000]
+    )
+    def test_every_artist_route_when_id_out_of_range_or_not_a_number_then_422_never_500(
+        self, server: LiveServer, artist_id: str
+    ) -> None:
+        for method, suffix in [
+            ("GET", ""),
+            ("PATCH", ""),
+            ("DELETE", ""),
+            ("GET", "/article"),
+            ("GET", "/article/versions"),
+            ("GET", "/article/versions/1"),
+            ("GET", "/article/stream"),
+            ("POST", "/article"),
+            ("POST", "/article/jobs"),
+        ]:
+            body = {"notes": "x"} if method == "PATCH" else None
+            path = f"{ARTISTS}/{artist_id}{suffix}"
+            error = assert_error(
+                server.client.request(method, path, json=body, headers=AUTH), 422, "validation_error"
+            )
+            assert [field["loc"] for field in error["fields"]] == ["path.artist_id"], (method, suffix)
+
+    @pytest.mark.parametrize("version", ["99999999999999999999", "2147483648", "0", "²"])
+    def test_article_version_when_out_of_range_or_not_a_number_then_422(
+        self, server: LiveServer, version: str
+    ) -> None:
+        response = server.client.get(f"{ARTISTS}/1/article/versions/{version}")
+        error = assert_error(response, 422, "validation_error")
+        assert [field["loc"] for field in error["fields"]] == ["path.version"]
+
+    @pytest.mark.parametrize("job_id", ["f" * 65, "9" * 5000, "XYZ", "%C2%B2"])
+    def test_job_routes_when_id_too_long_or_malformed_then_422(self, server: LiveServer, job_id: str) -> None:
+        for method, suffix in [("GET", ""), ("GET", "/stream"), ("DELETE", "")]:
+            response = server.client.request(method, f"/api/v1/jobs/{job_id}{suffix}", headers=AUTH)
+            assert_error(response, 422, "validation_error")
+
     def test_unknown_route_then_json_404(self, server: LiveServer) -> None:
         assert_error(server.client.get("/api/v1/nothing-here"), 404, "not_found")
 

@@ -18,6 +18,7 @@ from app.articles.models import Article
 from app.articles.service import ArticleDraft
 from app.catalog.errors import ArtistNotFound
 from app.catalog.models import Artist
+from app.catalog.schemas import ArtistUpdate
 from app.errors import Unauthorized
 from app.generation.errors import RATE_LIMITED_MESSAGE, JobNotFound
 from app.generation.jobs import Job
@@ -647,6 +648,53 @@ def test_catalog_delete_when_artist_has_running_job_then_job_cancelled(sqlite_da
             assert accepted.job.status == "cancelled"
             assert parts.portraits.running(artist.id, "en", "long") is None
             assert parts.chat.closed == 1
+
+    run(scenario)
+
+
+def test_open_when_artist_changes_while_the_portrait_is_written_then_stored_article_is_stale(
+    sqlite_database: str,
+) -> None:
+    # Regression (review issue 9): staleness compared the artist's `updated_at` with the article's store
+    # time, so a portrait written from the old facts and stored after the PATCH was labelled fresh.
+    async def scenario() -> None:
+        gate = Gate()
+        async with generation_parts(sqlite_database, gated(gate)) as parts:
+            artist = await parts.add_artist()
+            accepted = await parts.portraits.open(parts.request(artist.id, origin="job"))
+            assert isinstance(accepted, Accepted)
+            assert accepted.job.facts_version == artist.facts_version == 1
+            await reached(gate)
+            updated = await parts.catalog.update(artist.id, ArtistUpdate(notes="Born in Tryon in 1933."))
+            assert updated.facts_version == 2
+            gate.open()
+            await finished(accepted.job)
+
+            assert accepted.job.status == "done"
+            current, article = await parts.articles.lookup(artist.id, "en", "long")
+            assert article is not None and article.facts_version == 1
+            assert article.created_at > current.updated_at  # stored after the change: a clock says fresh
+            assert parts.articles.is_stale(article, current) is True
+            summary = (await parts.articles.summaries([current], "en", "long"))[artist.id]
+            assert summary.stale is True
+            assert parts.articles.public_view(article, current).stale is True
+
+    run(scenario)
+
+
+def test_open_when_artist_unchanged_while_the_portrait_is_written_then_stored_article_is_fresh(
+    sqlite_database: str,
+) -> None:
+    async def scenario() -> None:
+        async with generation_parts(sqlite_database, script(*FRESH)) as parts:
+            artist = await parts.add_artist()
+            await parts.catalog.update(artist.id, ArtistUpdate(country="United States"))  # version 2
+            accepted = await parts.portraits.open(parts.request(artist.id, origin="job"))
+            assert isinstance(accepted, Accepted) and accepted.job.facts_version == 2
+            await finished(accepted.job)
+            current, article = await parts.articles.lookup(artist.id, "en", "long")
+            assert article is not None and article.facts_version == 2
+            assert parts.articles.is_stale(article, current) is False
 
     run(scenario)
 

@@ -9,16 +9,19 @@ job whose work is the run with a permit from the breaker, and asserts the job's 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from app.articles.models import Article
 from app.catalog.models import Artist
 from app.catalog.schemas import ArtistFacts
+from app.catalog.service import CatalogService
 from app.generation.jobs import CANCELLED_MESSAGE, Job, JobError, Origin
 from app.generation.run import GenerationRun, Writer, error_event
 from app.llm import errors
@@ -42,6 +45,7 @@ def make_job(artist: Artist, length: str = "long", origin: Origin = "job") -> Jo
         id=uuid.uuid4().hex,
         artist_id=artist.id,
         facts=ArtistFacts.of(artist),
+        facts_version=artist.facts_version,
         language="en",
         length=length,  # type: ignore[arg-type]
         origin=origin,
@@ -462,3 +466,86 @@ def test_run_when_cancelled_twice_while_storing_then_the_finished_portrait_is_st
             assert article is not None and article.markdown == "Hello world."
 
     asyncio.run(scenario())
+
+
+# --- the artist deleted while the portrait is stored ----------------------------------------------------
+
+
+async def article_count(parts: GenerationParts) -> int:
+    async with parts.articles.sessionmaker() as session:
+        return await session.scalar(select(func.count()).select_from(Article)) or 0
+
+
+def assert_cancelled_and_nothing_stored(job: Job, events: list[Event]) -> None:
+    assert [event.type for event in events] == ["metadata", "text", "text", "error"]
+    assert events[-1].payload == Error("cancelled", CANCELLED_MESSAGE, retryable=False)
+    assert job.status == "cancelled" and job.error == JobError("cancelled", CANCELLED_MESSAGE)
+    assert (job.article_id, job.version) == (None, None)
+
+
+def test_run_when_artist_deleted_while_inside_the_store_then_cancelled_and_nothing_logged(
+    sqlite_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression (review issue 9): DELETE committed while the finished portrait was being stored; the
+    # foreign key refused the row and the run reported `internal_error` with a traceback.
+    async def scenario() -> None:
+        async with parts_with(sqlite_database, *script("Hello ", "world.")) as parts:
+            in_store, go_on = asyncio.Event(), asyncio.Event()
+
+            async def store_after_the_delete(draft: Any) -> Article:
+                in_store.set()
+                await go_on.wait()
+                return await parts.articles.store(draft)
+
+            run = GenerationRun(
+                broker=parts.broker,
+                writer=Writer(parts.chat, "upstream"),
+                store=store_after_the_delete,
+                system_prompt=SYSTEM_PROMPT,
+            )
+            artist = await parts.add_artist()
+            job = make_job(artist)
+            permit = await parts.breaker.acquire()
+            await launch(parts, job, permit, run)
+            async with asyncio.timeout(1):
+                await in_store.wait()
+            await parts.catalog.delete(
+                artist.id
+            )  # committed; its hook cancels the job (the store is shielded)
+            go_on.set()
+            await ended(job)
+
+            assert_cancelled_and_nothing_stored(job, await parts.log(job.id))
+            assert await article_count(parts) == 0
+            assert permit.resolved
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert not any(record.exc_info for record in caplog.records)
+
+
+def test_run_when_artist_deleted_elsewhere_before_the_store_then_cancelled_and_nothing_logged(
+    sqlite_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleted by another process (no hook here cancels the job): the store finds the artist gone."""
+
+    async def scenario() -> None:
+        gate = Gate()
+        async with parts_with(sqlite_database, "Hello ", gate, "world.", Finish("stop", USAGE)) as parts:
+            artist = await parts.add_artist()
+            job = make_job(artist)
+            await launch(parts, job, await parts.breaker.acquire())
+            await reached(gate)
+            await CatalogService(parts.catalog.sessionmaker).delete(artist.id)  # no hooks: another process
+            assert job.running
+            gate.open()
+            await ended(job)
+
+            assert_cancelled_and_nothing_stored(job, await parts.log(job.id))
+            assert await article_count(parts) == 0
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert not any(record.exc_info for record in caplog.records)

@@ -386,6 +386,82 @@ class TestReaders:
         assert events[0].event == "metadata" and joined_text(events) == "".join(PIECES)
 
 
+# Last-Event-IDs no Atelier stream ever handed out, each aimed at a parser's weak spot: numbers past every
+# database's integer, digits `str.isdigit()` accepts and `int()` refuses (a superscript two), ids that are
+# not ids at all. Each is no position: the reader starts afresh.
+HOSTILE_EVENT_IDS = [
+    "replay-99999999999999999999:1",
+    "replay-²:1",
+    "replay-0:1",
+    "replay--1:1",
+    "replay-1e3:1",
+    "replay-:1",
+    "deadbeef:99999999999999999999",
+    "deadbeef:²",
+    "DEADBEEF:1",
+    "x:-1",
+    ":1",
+    ":",
+    "replay-" + "9" * 150 + ":1",
+]
+
+
+def hostile_requests(event_id: str) -> list[dict[str, Any]]:
+    """The same id sent both ways a reader can: the header (as raw latin-1 bytes, as a browser could),
+    and the query parameter for clients that cannot set headers."""
+    return [
+        {"headers": {"Last-Event-ID": event_id.encode("latin-1")}},
+        {"params": {"last_event_id": event_id}},
+    ]
+
+
+class TestHostileEventIds:
+    def test_artist_stream_when_last_event_id_hostile_then_fresh_stream_never_500(
+        self, app_server: LiveServer, upstream: Any
+    ) -> None:
+        upstream.script(completion(PIECES))
+        artist_id = add_artist(app_server)
+        _, first = stream_events(app_server.client, stream_path(artist_id))
+        assert first[-1].event == "done"
+        for event_id in HOSTILE_EVENT_IDS:
+            for request in hostile_requests(event_id):
+                response, events = stream_events(app_server.client, stream_path(artist_id), **request)
+                assert response.status_code == 200, (event_id, request, response.text)
+                # a fresh stream of the stored portrait: its replay, from the first event
+                assert seqs(events)[0] == 1 and events[0].event == "metadata", event_id
+                assert events[0].data["cached"] is True and events[-1].event == "done"
+                assert joined_text(events) == "".join(PIECES)
+        assert len(upstream.requests) == 1
+
+    def test_job_stream_when_last_event_id_hostile_then_whole_log_never_500(
+        self, app_server: LiveServer, upstream: Any
+    ) -> None:
+        upstream.script(completion(PIECES))
+        artist_id = add_artist(app_server)
+        _, first = stream_events(app_server.client, stream_path(artist_id))
+        job_id = first[0].data["job_id"]
+        for event_id in HOSTILE_EVENT_IDS:
+            for request in hostile_requests(event_id):
+                response, events = stream_events(
+                    app_server.client, f"/api/v1/jobs/{job_id}/stream", **request
+                )
+                assert response.status_code == 200, (event_id, request, response.text)
+                assert [event.id for event in events] == [event.id for event in first], event_id
+
+    def test_stream_when_last_event_id_too_long_then_plain_422(
+        self, app_server: LiveServer, upstream: Any
+    ) -> None:
+        upstream.script(completion(PIECES))
+        artist_id = add_artist(app_server)
+        overlong = "replay-" + "9" * 5000 + ":1"
+        for path in (stream_path(artist_id), "/api/v1/jobs/abc123/stream"):
+            for request in hostile_requests(overlong):
+                response = app_server.client.get(path, **request)
+                assert response.status_code == 422, response.text
+                assert response.json()["error"]["code"] == "validation_error"
+        assert upstream.requests == []
+
+
 class TestLimitsAndTokens:
     def test_rate_limit_counts_only_new_generations(self, make_app: MakeServer, upstream: Any) -> None:
         with make_app(generation_rate="2/minute") as server:

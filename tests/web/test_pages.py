@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
@@ -96,3 +97,59 @@ def test_artist_page_when_unknown_then_html_404(server: LiveServer) -> None:
 def test_stylesheet_is_served(server: LiveServer) -> None:
     response = server.client.get("/static/atelier.css")
     assert response.status_code == 200 and "text/css" in response.headers["content-type"]
+
+
+# Ids a page cannot have: past every database's integer, zero, negative, not digits at all (a superscript
+# two is a digit to `str.isdigit()`, not to `int()`), or too long to be worth reading.
+NOT_AN_ARTIST_ID = [
+    "999999999999999999999999999999",
+    "2147483648",
+    "0",
+    "-1",
+    "abc",
+    "1.5",
+    "1e3",
+    "+1",
+    "%C2%B2",
+    "9" * 5000,
+]
+
+
+def not_found_message(response: Any) -> str:
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    main = HTMLParser(response.text).css_first("main")
+    assert main is not None
+    text: str = main.text()
+    return text
+
+
+@pytest.mark.parametrize("artist_id", NOT_AN_ARTIST_ID)
+def test_artist_page_when_id_out_of_range_or_not_a_number_then_html_404(
+    server: LiveServer, artist_id: str
+) -> None:
+    assert "No artist has the id" in not_found_message(server.client.get(f"/artists/{artist_id}"))
+
+
+@pytest.mark.parametrize("artist_id", NOT_AN_ARTIST_ID)
+def test_generate_form_when_id_out_of_range_or_not_a_number_then_html_404(
+    server: LiveServer, artist_id: str
+) -> None:
+    response = server.client.post(f"/artists/{artist_id}/portrait", data={"language": "en"})
+    assert "No artist has the id" in not_found_message(response)
+
+
+@pytest.mark.parametrize("artist_id", NOT_AN_ARTIST_ID)
+def test_job_page_when_artist_id_out_of_range_or_not_a_number_then_html_404(
+    server: LiveServer, artist_id: str
+) -> None:
+    not_found_message(server.client.get(f"/artists/{artist_id}/portrait/jobs/abc123"))
+
+
+@pytest.mark.parametrize(
+    "job_id", ["f" * 65, "9" * 5000, "99999999999999999999999999999999", "XYZ", "%C2%B2", "abc-123"]
+)
+def test_job_page_when_job_id_huge_or_malformed_then_html_404(server: LiveServer, job_id: str) -> None:
+    artist_id = post_artist(server, {"name": "Nina Simone"}).json()["id"]
+    message = not_found_message(server.client.get(f"/artists/{artist_id}/portrait/jobs/{job_id}"))
+    assert "unknown or has expired" in message
