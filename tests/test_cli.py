@@ -165,3 +165,45 @@ def test_serve_with_h11_refuses_a_16_mib_header(tmp_path: Path) -> None:
             + b"\r\nConnection: close\r\n\r\n"
         )
         assert send_raw(served.port, fits).startswith(b"HTTP/1.1 200")  # an ordinary large cookie still fits
+
+
+def test_migrate_when_stored_html_of_an_older_renderer_then_rendered_again(tmp_path: Path) -> None:
+    """`atelier migrate` re-renders every stored article whose HTML another renderer version made."""
+    import asyncio
+    import sqlite3
+
+    from app.articles.render import RENDERER_VERSION, render_markdown
+    from app.articles.service import ArticleDraft, ArticleService
+    from app.db import create_engine, create_sessionmaker
+
+    database = tmp_path / "render.db"
+    assert atelier("migrate", database=database).returncode == 0
+    assert atelier("seed", database=database).returncode == 0
+
+    async def store() -> int:
+        engine = create_engine(f"sqlite+aiosqlite:///{database}")
+        try:
+            service = ArticleService(create_sessionmaker(engine), upstream_configured=False)
+            draft = ArticleDraft(
+                1, "en", "short", "# Old\n\n*Text.*\n", "m", "demo", "stop", None, 1, None, None
+            )
+            return (await service.store(draft)).id
+        finally:
+            await engine.dispose()
+
+    article_id = asyncio.run(store())
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "UPDATE articles SET html = '<p>old</p>', renderer_version = ? WHERE id = ?",
+            (RENDERER_VERSION - 1, article_id),
+        )
+    result = atelier("migrate", database=database)
+    assert result.returncode == 0, result.stderr
+    assert "1 stored article(s) rendered again" in result.stdout
+    with sqlite3.connect(database) as connection:
+        row = connection.execute(
+            "SELECT html, renderer_version FROM articles WHERE id = ?", (article_id,)
+        ).fetchone()
+    assert row == (render_markdown("# Old\n\n*Text.*\n"), RENDERER_VERSION)
+    again = atelier("migrate", database=database)
+    assert again.returncode == 0 and "rendered again" not in again.stdout

@@ -216,3 +216,49 @@ def test_migration_0003_when_rows_break_the_new_rules_then_repaired_and_stalenes
     migrations.upgrade(any_database)
     again, _ = asyncio.run(read())
     assert [a.name for a in again.values()] == [a.name for a in artists.values()]
+
+
+# --- 0004: stored HTML (issue 10) -----------------------------------------------------------------------
+
+
+def test_migration_0004_renders_the_stored_articles(any_database: str) -> None:
+    """Articles stored before 0004 get their markdown rendered by the current renderer, with its version;
+    the downgrade drops the columns and the upgrade renders them again."""
+    from app.articles.render import RENDERER_VERSION, render_markdown
+
+    markdowns = {1: "# One\n\n*voice*", 2: "<script>x</script> [a](javascript:alert(1))", 3: ""}
+
+    async def fill() -> None:
+        engine = create_async_engine(any_database)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(legacy_artists.insert(), [legacy_artist(1, "Nina Simone")])
+                await connection.execute(
+                    legacy_articles.insert(),
+                    [
+                        {**legacy_article(article_id, 1, T0 + HOUR), "markdown": markdown}
+                        for article_id, markdown in markdowns.items()
+                    ],
+                )
+        finally:
+            await engine.dispose()
+
+    async def read() -> dict[int, tuple[str, int]]:
+        engine = create_engine(any_database)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                stored = await session.scalars(sa.select(Article).order_by(Article.id))
+                return {a.id: (a.html, a.renderer_version) for a in stored}
+        finally:
+            await engine.dispose()
+
+    migrations.upgrade(any_database, "0002")
+    asyncio.run(fill())
+    migrations.upgrade(any_database)
+    expected = {article_id: (render_markdown(md), RENDERER_VERSION) for article_id, md in markdowns.items()}
+    assert asyncio.run(read()) == expected
+    assert "&lt;script&gt;" in expected[2][0]
+
+    migrations.downgrade(any_database, "0003")
+    migrations.upgrade(any_database)
+    assert asyncio.run(read()) == expected

@@ -24,6 +24,10 @@ class Article(Base):
     length: Mapped[str] = mapped_column(String(10))
     version: Mapped[int] = mapped_column(Integer)
     markdown: Mapped[str] = mapped_column(Text)
+    # The markdown rendered once, when it was stored (a version never changes), by the renderer at
+    # `renderer_version` (app/articles/render.py RENDERER_VERSION); re-rendered when that is bumped.
+    html: Mapped[str] = mapped_column(Text)
+    renderer_version: Mapped[int] = mapped_column(Integer)
     words: Mapped[int] = mapped_column(Integer)
     model: Mapped[str] = mapped_column(String(200))
     writer: Mapped[str] = mapped_column(String(20))  # "demo" or "upstream"

@@ -38,7 +38,14 @@ from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
-__all__ = ["MARKDOWN_OPTIONS", "is_allowed_link", "is_same_site_image", "render_markdown"]
+__all__ = ["MARKDOWN_OPTIONS", "RENDERER_VERSION", "is_allowed_link", "is_same_site_image", "render_markdown"]
+
+# The version of what `render_markdown` outputs. A stored article keeps the HTML rendered when it was stored,
+# with this number. Bump it whenever the renderer's output changes (a safety fix, a new rule, a markdown-it
+# upgrade that renders differently): `atelier migrate` then re-renders every stored article of another
+# version (ArticleService.refresh_renderings), and until it has, reads render those in memory rather than
+# serve HTML of another renderer.
+RENDERER_VERSION: Final = 1
 
 PRESET: Final = "commonmark"
 OPTIONS: Final[dict[str, bool]] = {"html": False, "linkify": False, "typographer": False}

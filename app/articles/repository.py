@@ -72,6 +72,18 @@ class ArticleRepository:
         )
         return (current or 0) + 1
 
+    async def outdated_renderings(
+        self, renderer_version: int, after_id: int, limit: int
+    ) -> Sequence[Article]:
+        """Up to `limit` articles rendered by another renderer version than `renderer_version`, by id."""
+        rows = await self.session.scalars(
+            select(Article)
+            .where(Article.renderer_version != renderer_version, Article.id > after_id)
+            .order_by(Article.id)
+            .limit(limit)
+        )
+        return rows.all()
+
     async def add(self, article: Article) -> Article:
         self.session.add(article)
         await self.session.flush()

@@ -14,7 +14,7 @@ from app.articles.schemas import ArticlePublic, ArticleVersions
 from app.articles.service import ArticleService
 from app.catalog.models import Artist
 from app.errors import error_responses
-from app.kit.http import not_modified
+from app.kit.http import get_and_head, not_modified
 from app.kit.ids import MAX_ID, MIN_ID
 
 router = APIRouter(
@@ -53,7 +53,7 @@ def _represent(request: Request, articles: ArticleService, article: Article, art
     return JSONResponse(body, headers=headers)
 
 
-@router.get("", response_model=None, responses=ARTICLE_RESPONSES)
+@get_and_head(router, "", response_model=None, responses=ARTICLE_RESPONSES)
 async def get_article(
     request: Request, articles: ArticlesDep, artist_id: ArtistId, params: ArticleParamsDep
 ) -> Response:
@@ -62,12 +62,12 @@ async def get_article(
     return _represent(request, articles, article, artist)
 
 
-@router.get("/versions")
+@get_and_head(router, "/versions")
 async def list_versions(articles: ArticlesDep, artist_id: ArtistId) -> ArticleVersions:
     return await articles.versions(artist_id)
 
 
-@router.get("/versions/{version}", response_model=None, responses=ARTICLE_RESPONSES)
+@get_and_head(router, "/versions/{version}", response_model=None, responses=ARTICLE_RESPONSES)
 async def get_version(
     request: Request, articles: ArticlesDep, artist_id: ArtistId, version: Version, params: ArticleParamsDep
 ) -> Response:

@@ -9,6 +9,7 @@ stream is written.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,9 +17,9 @@ from typing import Any, Protocol
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.articles import render
 from app.articles.errors import ArticleNotFound
 from app.articles.models import Article
-from app.articles.render import render_markdown
 from app.articles.repository import ArticleRepository
 from app.articles.schemas import ArticlePublic, ArticleSummary, ArticleVersion, ArticleVersions
 from app.catalog.models import Artist
@@ -27,6 +28,9 @@ from app.catalog.service import require_artist
 from app.kit.text import count_words
 
 ARTICLE_PATH = "/api/v1/collection/artists/{artist_id}/article"
+REFRESH_BATCH = 200
+
+logger = logging.getLogger(__name__)
 
 
 class Versioned(Protocol):
@@ -80,12 +84,15 @@ class ArticleService:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, upstream_configured: bool) -> None:
         self.sessionmaker = sessionmaker
         self.upstream_configured = upstream_configured
+        self._warned_outdated = False
 
     # --- writing ---------------------------------------------------------------------------------------
 
     async def store(self, draft: ArticleDraft) -> Article:
         """One short transaction; a concurrent writer of the same version makes us take the next one.
-        `ArtistGone` (and nothing stored) when the artist was deleted, before or while we store."""
+        `ArtistGone` (and nothing stored) when the artist was deleted, before or while we store. The HTML is
+        rendered here, once: a stored version never changes, and reads serve it as stored."""
+        html = render.render_markdown(draft.markdown)
         for _attempt in range(5):
             async with self.sessionmaker() as session:
                 artist = await ArtistRepository(session).get(draft.artist_id)
@@ -100,6 +107,8 @@ class ArticleService:
                     length=draft.length,
                     version=version,
                     markdown=draft.markdown,
+                    html=html,
+                    renderer_version=render.RENDERER_VERSION,
                     words=count_words(draft.markdown),
                     model=draft.model,
                     writer=draft.writer,
@@ -123,6 +132,24 @@ class ArticleService:
                     continue
                 return article
         raise RuntimeError("could not store the article: too many concurrent versions")
+
+    async def refresh_renderings(self, batch: int = REFRESH_BATCH) -> int:
+        """Re-render every stored article whose HTML another renderer version made (`RENDERER_VERSION` was
+        bumped), `batch` rows per transaction; how many were re-rendered. Run by `atelier migrate`."""
+        refreshed, after_id = 0, 0
+        while True:
+            async with self.sessionmaker() as session:
+                rows = await ArticleRepository(session).outdated_renderings(
+                    render.RENDERER_VERSION, after_id, batch
+                )
+                if not rows:
+                    return refreshed
+                for article in rows:
+                    article.html = render.render_markdown(article.markdown)
+                    article.renderer_version = render.RENDERER_VERSION
+                await session.commit()
+            refreshed += len(rows)
+            after_id = rows[-1].id
 
     # --- reading ---------------------------------------------------------------------------------------
 
@@ -212,11 +239,27 @@ class ArticleService:
             url=article_url(article),
         )
 
+    def html(self, article: Article) -> str:
+        """The article's HTML: as stored when the current renderer made it (no rendering on a read), else
+        rendered now, in memory (never HTML of another renderer version; `atelier migrate` refreshes it)."""
+        if article.renderer_version == render.RENDERER_VERSION:
+            return article.html
+        if not self._warned_outdated:
+            self._warned_outdated = True
+            logger.warning(
+                "stored article %s was rendered by renderer version %s, not %s: rendering it on each read "
+                "until `atelier migrate` re-renders the stored articles",
+                article.id,
+                article.renderer_version,
+                render.RENDERER_VERSION,
+            )
+        return render.render_markdown(article.markdown)
+
     def public_view(self, article: Article, artist: Artist) -> ArticlePublic:
         return ArticlePublic(
             **self.version_view(article, artist).model_dump(),
             markdown=article.markdown,
-            html=render_markdown(article.markdown),
+            html=self.html(article),
             usage=article.usage,
             duration_ms=article.duration_ms,
             ttft_ms=article.ttft_ms,

@@ -41,12 +41,31 @@ def _serve(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     from app import migrations
 
-    url = get_settings().database_url
+    settings = get_settings()
     if args.down:
-        migrations.downgrade(url, args.revision or "-1")
-    else:
-        migrations.upgrade(url, args.revision or "head")
+        migrations.downgrade(settings.database_url, args.revision or "-1")
+        return 0
+    revision = args.revision or "head"
+    migrations.upgrade(settings.database_url, revision)
+    if revision == "head":  # the schema is the models' now: stored HTML of an older renderer is re-rendered
+        refreshed = asyncio.run(_refresh_renderings(settings.database_url))
+        if refreshed:
+            print(f"migrate: {refreshed} stored article(s) rendered again by the current renderer")
     return 0
+
+
+async def _refresh_renderings(database_url: str) -> int:
+    from app.articles.service import ArticleService
+    from app.db import create_engine, create_sessionmaker
+
+    engine = create_engine(database_url)
+    try:
+        # Staleness plays no part in rendering: whether an upstream is configured does not matter here.
+        return await ArticleService(
+            create_sessionmaker(engine), upstream_configured=False
+        ).refresh_renderings()
+    finally:
+        await engine.dispose()
 
 
 def _seed(_args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from app.generation.errors import JobNotFound
 from app.generation.portrait import Accepted, PortraitRequest, PortraitService, Refused, Stored
 from app.generation.positions import JOB_ID
 from app.generation.schemas import status_url, stream_url
+from app.kit.http import get_and_head
 from app.kit.ids import parse_id
 from app.settings import Settings, SettingsDep
 from app.web.contexts import (
@@ -98,7 +99,7 @@ PageArtistId = Annotated[int, Depends(_page_artist_id)]
 PageJobId = Annotated[str, Depends(_page_job_id)]
 
 
-@router.get("/", response_class=HTMLResponse)
+@get_and_head(router, "/", response_class=HTMLResponse)
 async def catalog_page(
     catalog: CatalogDep,
     request: Request,
@@ -150,7 +151,7 @@ async def _panel(
         stored=(
             stored_portrait(
                 article,
-                render_markdown(article.markdown),
+                articles.html(article),  # stored when the article was: no rendering on a read
                 articles.is_stale(article, artist),
             )
             if article is not None
@@ -164,7 +165,7 @@ async def _panel(
     return artist, panel
 
 
-@router.get("/artists/{artist_id}", response_class=HTMLResponse)
+@get_and_head(router, "/artists/{artist_id}", response_class=HTMLResponse)
 async def artist_page(
     request: Request,
     settings: SettingsDep,
