@@ -6,13 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 
 from tests.fakes.upstream import FakeUpstream, error_reply
 from tests.nginx.servers import atelier as atelier_process
+from tests.nginx.servers import send_raw
 
 ROOT = Path(__file__).resolve().parent.parent
 # The console script pip installed (`atelier = "app.main:cli"`), run as a user runs it.
@@ -107,49 +106,15 @@ def test_generate_when_it_fails_then_nonzero_and_no_file(tmp_path: Path, upstrea
     assert unknown.returncode == 1 and "no artist" in unknown.stderr
 
 
-def test_serve_gives_uvicorn_the_trusted_proxies_and_bounds_the_request_head(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """`atelier serve` lets uvicorn read X-Forwarded-For, from ATELIER_TRUSTED_PROXIES only (uvicorn's own
-    default would trust 127.0.0.1 and ::1 whatever the setting says); parses with httptools unless told h11,
-    which bounds the request head."""
-    import uvicorn
-
+def test_serve_when_no_parser_named_then_httptools_and_h11_on_demand() -> None:
+    """httptools by default (less CPU per streamed event; nginx bounds request heads in front), h11 when asked
+    (it bounds them itself: test_serve_with_h11_refuses_a_16_mib_header). That `atelier serve` hands uvicorn
+    ATELIER_TRUSTED_PROXIES is proven by running it: tests/test_proxies.py."""
     from app.cli import commands
-    from app.settings import get_settings
 
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append({"app": app, **options}))
-    monkeypatch.setenv("ATELIER_TRUSTED_PROXIES", "10.0.0.5, 192.0.2.0/24")
-    get_settings.cache_clear()
-    try:
-        args = commands.build_parser(lambda _settings: None).parse_args(["serve", "--port", "8123"])
-        assert args.run(args) == 0
-    finally:
-        get_settings.cache_clear()
-    (options,) = calls
-    assert options["app"] == "app.main:app" and options["port"] == 8123
-    assert options["proxy_headers"] is True
-    assert options["forwarded_allow_ips"] == ["10.0.0.5", "192.0.2.0/24"]
-    assert options["http"] == "httptools" and options["h11_max_incomplete_event_size"] == 64 * 1024
-    args = commands.build_parser(lambda _settings: None).parse_args(["serve", "--http", "h11"])
-    assert args.http == "h11"
-
-
-def send_raw(port: int, head: bytes) -> bytes:
-    """Send a request head as it is and read the answer; b"" if the server closed or reset the connection
-    before answering (it may stop reading what it refuses)."""
-    import socket
-
-    answer = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-        try:
-            connection.sendall(head)
-            while chunk := connection.recv(65536):
-                answer += chunk
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-    return answer
+    parser = commands.build_parser(lambda _settings: None)  # type: ignore[arg-type,return-value]
+    assert parser.parse_args(["serve"]).http == "httptools"
+    assert parser.parse_args(["serve", "--http", "h11"]).http == "h11"
 
 
 def test_serve_with_h11_refuses_a_16_mib_header(tmp_path: Path) -> None:

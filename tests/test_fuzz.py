@@ -8,9 +8,7 @@ Every answer is checked twice:
   A mismatch there means `/openapi.json` does not describe what the route does (a gap, not a bug).
 Each distinct finding (operation, check, status, content type) is kept with the shortest request that
 showed it, and all of them are reported at the end of the test (`pytest -s` prints the report even when the
-test does not fail), which fails on any, except that the test is marked xfail while everything it found is
-known and being fixed: bugs of the operations listed in KNOWN_BUGS, gaps of the groups listed in
-SCHEMA_GAPS. A bug not listed fails any group.
+test does not fail), which fails on any: a bug and a gap in the schema alike.
 
 How the cases are made: for each operation, MAX_EXAMPLES positive and MAX_EXAMPLES negative cases
 (schemathesis' generation modes; an operation with nothing to make invalid gets positive cases only), by
@@ -83,16 +81,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "generation": ("generation",),
     "pages_health": ("health",),
 }
-
-# Groups whose schema gaps are known and being fixed (each route to declare its answers with `responses=`):
-# while a group is listed, gaps alone mark its test xfail. Remove the group once its schema is complete.
-# (Empty: every route declares its answers since 2026-11-30.)
-SCHEMA_GAPS: dict[str, str] = {}
-
-# Bugs the fuzzer found that are being fixed, by operation: while every bug a test finds is listed here, the
-# test is marked xfail (naming them) instead of failing. E.g. `"GET /artists/{artist_id}": "A2: a page id past
-# 2**63 overflows SQLite (500)"`. Remove an entry once its fix has landed. (Empty: A1 and A2 are fixed.)
-KNOWN_BUGS: dict[str, str] = {}
 
 # Reproducers show the (throwaway) test token rather than "[Filtered]", so they can be pasted as they are.
 CONFIG = schemathesis.Config.from_dict({"output": {"sanitization": {"enabled": False}}})
@@ -342,16 +330,11 @@ def _pages_schema() -> Any:
     return schemathesis.openapi.from_dict(document, config=CONFIG)
 
 
-def _conclude(group: str, findings: Findings) -> None:
-    """Fail on anything not known, xfail when all of it is known; print the report either way."""
+def _conclude(findings: Findings) -> None:
+    """Fail on anything found; print the report either way."""
     print(findings.report())
-    known = sorted({KNOWN_BUGS.get(label, "") for label, *_ in findings.bugs})
-    if findings.errors or "" in known or (findings.gaps and group not in SCHEMA_GAPS):
+    if findings.errors or findings.bugs or findings.gaps:
         pytest.fail(f"the fuzzer found:\n{findings.report()}", pytrace=False)
-    reasons = [*known, *([f"schema gaps: {SCHEMA_GAPS[group]}"] if findings.gaps else [])]
-    if reasons:
-        found = len(findings.bugs) + len(findings.gaps)
-        pytest.xfail("; ".join(reasons) + f" ({found} findings: `pytest -s` prints them with reproducers)")
 
 
 CASES = [
@@ -372,7 +355,7 @@ def test_fuzz(group: str, target: Target) -> None:
     if group == "pages_health":
         for result in _pages_schema().get_all_operations():
             _fuzz_operation(result.ok(), target, findings, [*BUG_CHECKS, page_is_html], [])
-    _conclude(group, findings)
+    _conclude(findings)
 
 
 def test_every_route_is_fuzzed(sqlite_database: str) -> None:

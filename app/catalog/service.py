@@ -18,6 +18,7 @@ from app.catalog.errors import ArtistNotFound, name_taken, refusal, years_out_of
 from app.catalog.models import Artist
 from app.catalog.repository import ArtistQuery, ArtistRepository
 from app.catalog.schemas import ArtistCreate, ArtistUpdate
+from app.kit.ids import parse_id
 
 ArtistHook = Callable[[int], Awaitable[None]]
 
@@ -52,9 +53,8 @@ class CatalogService:
         """An artist by id (all digits) or by exact name (compared folded), for the command line."""
         async with self.sessionmaker() as session:
             repository = ArtistRepository(session)
-            artist = None
-            if id_or_name.isascii() and id_or_name.isdigit() and int(id_or_name) <= 2**31 - 1:
-                artist = await repository.get(int(id_or_name))
+            artist_id = parse_id(id_or_name)  # bounded: a 5,000-digit argument is a name, not an id
+            artist = None if artist_id is None else await repository.get(artist_id)
             return artist or await repository.get_by_name(id_or_name)
 
     async def create(self, data: ArtistCreate) -> Artist:

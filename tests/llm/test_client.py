@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.llm.client import Chunk, Finish, LLMClient, TextDelta, UpstreamConfig, Usage
+from app.llm.client import Chunk, Finish, LLMClient, TextDelta, UpstreamConfig, Usage, parse_retry_after
 from app.llm.errors import UpstreamError
 from app.llm.transport import upstream_http_client
 from tests.fakes.upstream import (
@@ -925,3 +925,13 @@ def test_chunks_when_content_has_a_lone_surrogate_then_it_becomes_a_replacement_
     outcome = run(upstream, stream_of(ROLE, lone, STOP, DONE))
 
     assert finished(outcome)[0] == ["a\ufffdb"]
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "+5", "1e3", "soon"])
+def test_parse_retry_after_when_not_ascii_seconds_nor_a_date_then_none_not_a_crash(value: str) -> None:
+    # Regression: "²".isdigit() is true and float("²") raised, a 500-shaped internal_error for a header.
+    assert parse_retry_after(value) is None
+
+
+def test_parse_retry_after_when_seconds_then_that_many() -> None:
+    assert parse_retry_after(" 7 ") == 7.0

@@ -324,3 +324,17 @@ def nginx(directory: Path, *, upstream_port: int, overrides: dict[str, str]) -> 
     with process("nginx", command, env=dict(os.environ), cwd=directory) as running:
         wait_for_port(running, port)
         yield Nginx(url=f"http://127.0.0.1:{port}", port=port, process=running, static_dir=static_dir)
+
+
+def send_raw(port: int, request: bytes, timeout: float = 10) -> bytes:
+    """Send `request` as it is and read until the server closes; b"" if it closed (or reset) the connection
+    without answering (a server may stop reading what it refuses)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        try:
+            connection.sendall(request)
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return answer

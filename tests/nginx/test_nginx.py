@@ -17,7 +17,15 @@ import pytest
 from httpx_sse import EventSource
 
 from tests.nginx.conftest import HEADER_TIMEOUT, BehindNginx
-from tests.nginx.servers import ARTISTS, NGINX_CONF, NGINX_ONLY, ROOT, client_from, start_stream
+from tests.nginx.servers import (
+    ARTISTS,
+    NGINX_CONF,
+    NGINX_ONLY,
+    ROOT,
+    client_from,
+    send_raw,
+    start_stream,
+)
 
 SERVER_NAME = re.search(r"^\s*server_name\s+(?!_;)([^;\s]+)", NGINX_CONF.read_text(), re.MULTILINE)
 assert SERVER_NAME is not None, "nginx.conf names no server"
@@ -26,19 +34,6 @@ NAME = SERVER_NAME.group(1)
 
 def through_nginx(behind: BehindNginx, source: str = "127.0.0.1", host: str = NAME) -> httpx.Client:
     return client_from(source, behind.nginx.url, headers={"Host": host})
-
-
-def raw(port: int, request: bytes, timeout: float = 5) -> bytes:
-    """Send `request` as it is, read until nginx closes; b"" if it closed (or reset) without answering."""
-    answer = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
-        try:
-            connection.sendall(request)
-            while chunk := connection.recv(65536):
-                answer += chunk
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-    return answer
 
 
 def test_the_configured_name_reaches_atelier(behind_nginx: BehindNginx) -> None:
@@ -55,7 +50,7 @@ def test_any_other_host_is_closed_without_an_answer(behind_nginx: BehindNginx, h
     with through_nginx(behind_nginx, host=host) as client:
         with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
             client.get("/")
-    assert raw(behind_nginx.nginx.port, b"GET / HTTP/1.0\r\n\r\n") == b""  # no Host at all
+    assert send_raw(behind_nginx.nginx.port, b"GET / HTTP/1.0\r\n\r\n") == b""  # no Host at all
 
 
 def test_static_files_are_served_by_nginx(behind_nginx: BehindNginx) -> None:
@@ -144,7 +139,7 @@ def test_a_client_sending_its_headers_slowly_is_cut_within_the_header_timeout(
 @pytest.mark.parametrize("size", [64 * 1024, 16 * 1024 * 1024])
 def test_an_oversized_header_is_refused_by_nginx(behind_nginx: BehindNginx, size: int) -> None:
     request = f"GET /health HTTP/1.1\r\nHost: {NAME}\r\nX-Big: ".encode() + b"a" * size + b"\r\n\r\n"
-    answer = raw(behind_nginx.nginx.port, request)
+    answer = send_raw(behind_nginx.nginx.port, request)
     status = answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/1.1 ") else b""
     assert status in (b"400", b"431", b"494"), answer[:200]
 

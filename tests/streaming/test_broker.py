@@ -179,7 +179,7 @@ def test_read_when_the_log_went_quiet_after_writes_then_each_wait_returns_empty_
         await filled(broker, texts=0)
         for i in range(3):  # the heartbeat was armed for these readers, then the log goes quiet
             reader = asyncio.create_task(broker.read("s", after=1 + i, wait=0.05))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # one loop turn: the reader is waiting
             await broker.append("s", Text(f"w{i}"))
             await reader
         quiet: list[float] = []
@@ -388,7 +388,8 @@ def test_close_when_only_real_time_passes_then_retention_waits_for_the_injected_
     async def scenario(broker: InProcessBroker) -> tuple[int | None, int | None]:
         await filled(broker, texts=0)
         await broker.close("s", retention=0)
-        await asyncio.sleep(0.01)  # the event loop's timers run; the manual clock has not moved
+        for _ in range(3):  # loop turns: a timer on the event loop (delay 0) would have run by now
+            await asyncio.sleep(0)
         kept = await broker.last_seq("s")
         clock.advance(0)
         return kept, await broker.last_seq("s")
