@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import health
 from app.articles.router import router as articles_router
 from app.articles.service import ArticleService
+from app.catalog.reads import CATALOG, artist_reads
 from app.catalog.service import CatalogService
 from app.cli import commands
 from app.cli.generate import Parts
@@ -39,6 +40,7 @@ from app.generation.run import Writer
 from app.kit.body_limit import BodySizeLimitMiddleware
 from app.kit.clock import SystemClock
 from app.kit.forwarding import ForwardedForCheck
+from app.kit.read_cache import ReadCache, ReadCacheMiddleware
 from app.kit.sidecar import serve_beside
 from app.llm.breaker import Breaker
 from app.llm.client import LLMClient, UpstreamConfig
@@ -68,6 +70,27 @@ class AppState(TypedDict):
     articles: ArticleService
     collection: CollectionService
     portraits: PortraitService
+    reads: ReadCache
+
+
+def forget_reads(
+    reads: ReadCache, catalog: CatalogService, articles: ArticleService, portraits: PortraitService
+) -> None:
+    """Every write tells the read cache what it changed, after its commit and before its answer (a new
+    version before its `done`), so no reader is served what the writer has already changed."""
+
+    async def artist_changed(artist_id: int) -> None:
+        reads.invalidate(artist_reads(artist_id), CATALOG)
+
+    async def artist_created(_artist_id: int) -> None:
+        reads.invalidate(CATALOG)
+
+    catalog.on_created.append(artist_created)
+    catalog.on_updated.append(artist_changed)
+    catalog.on_deleted.append(artist_changed)
+    articles.on_stored.append(artist_changed)
+    # a running job shows on its artist's page
+    portraits.registry.on_launched.append(lambda job: reads.invalidate(artist_reads(job.artist_id)))
 
 
 def upstream_config(settings: Settings, base_url: str) -> UpstreamConfig:
@@ -109,6 +132,8 @@ async def services(settings: Settings) -> AsyncIterator[AppState]:
         )
         # First out: running jobs end before the resources they use.
         stack.push_async_callback(portraits.registry.aclose)
+        reads = ReadCache(int(settings.read_cache_mb * 2**20), settings.read_cache_ttl)
+        forget_reads(reads, catalog, articles, portraits)
         yield AppState(
             settings=settings,
             engine=engine,
@@ -120,6 +145,7 @@ async def services(settings: Settings) -> AsyncIterator[AppState]:
             articles=articles,
             collection=CollectionService(catalog, articles, settings.default_language),
             portraits=portraits,
+            reads=reads,
         )
 
 
@@ -144,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_error_schema(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # In front of routing: a hit never reaches a route (app/kit/read_cache.py).
+    app.add_middleware(ReadCacheMiddleware, state_key="reads")
     # uvicorn reads X-Forwarded-For before the app (atelier serve gives it ATELIER_TRUSTED_PROXIES); this only
     # logs once if a request shows it was told to trust other proxies (app/kit/forwarding.py).
     app.add_middleware(

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     trusted_proxies: CommaList = ["127.0.0.1"]
     max_body_bytes: int = Field(65_536, gt=0)
     redis_url: str | None = None
+    # The read cache (app/kit/read_cache.py): the bytes of hot responses it may hold, and the longest it
+    # keeps one (what bounds a stale read when another process's invalidation is lost).
+    read_cache_mb: float = Field(64, ge=0)
+    read_cache_ttl: float = Field(5, gt=0)
     api_tokens: CommaList = []
 
     @field_validator("languages", "trusted_proxies", "api_tokens", mode="before")

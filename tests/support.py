@@ -10,17 +10,17 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 import pytest
 import uvicorn
 
-from app.main import create_app
+from app.main import AppState, create_app
 from app.settings import Settings
 
 TOKEN = "test-token"
@@ -30,6 +30,7 @@ POSTGRES_URL = os.environ.get(
 )
 STARTUP_DEADLINE = 10.0
 ARTISTS = "/api/v1/collection/artists"
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,6 +38,13 @@ class LiveServer:
     url: str
     settings: Settings
     client: httpx.Client
+    server: _Server
+
+    def call(self, work: Callable[[AppState], Awaitable[T]]) -> T:
+        """Run `work` with the server's own services, on its own event loop, as a job of that process
+        would: what it writes goes through the same hooks (the read cache hears of it)."""
+        state = cast(AppState, self.server.lifespan.state)
+        return asyncio.run_coroutine_threadsafe(work(state), self.server.loop).result(timeout=10)
 
     def sqlite_rows(self, sql: str = "SELECT * FROM artists ORDER BY id") -> list[tuple[Any, ...]]:
         """Read the database file directly, to prove what a request did (or did not) change."""
@@ -44,9 +52,25 @@ class LiveServer:
         with sqlite3.connect(path) as connection:
             return connection.execute(sql).fetchall()
 
+    def sqlite_execute(self, sql: str, *parameters: Any) -> None:
+        """Change the database file behind the app's back (as another process would)."""
+        path = self.settings.database_url.split(":///", 1)[1]
+        with sqlite3.connect(path) as connection:
+            connection.execute(sql, parameters)
+
 
 # The `make_server` and `make_app` fixtures: `with make_server(job_grace=0.1) as server:`.
 MakeServer = Callable[..., AbstractContextManager[LiveServer]]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, keeping the loop it runs on (for `LiveServer.call`)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
 
 
 @contextmanager
@@ -65,7 +89,7 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_DEADLINE
@@ -76,7 +100,7 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=10) as client:
-            yield LiveServer(url=url, settings=settings, client=client)
+            yield LiveServer(url=url, settings=settings, client=client, server=server)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

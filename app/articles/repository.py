@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.articles.models import Article
+from app.catalog.models import Artist
 
 
 class ArticleRepository:
@@ -21,6 +22,28 @@ class ArticleRepository:
             .order_by(Article.version.desc())
             .limit(1)
         )
+
+    async def with_artist(
+        self, artist_id: int, language: str, length: str, version: int | None = None
+    ) -> tuple[Artist, Article | None] | None:
+        """The artist and one of its portraits (the latest, or `version`) in one query: None when there is
+        no such artist, `(artist, None)` when there is no such portrait."""
+        wanted = (
+            select(Article.id)
+            .where(Article.artist_id == artist_id, Article.language == language, Article.length == length)
+            .order_by(Article.version.desc())
+            .limit(1)
+        )
+        if version is not None:
+            wanted = wanted.where(Article.version == version)
+        row = (
+            await self.session.execute(
+                select(Artist, Article)
+                .outerjoin(Article, Article.id == wanted.scalar_subquery())
+                .where(Artist.id == artist_id)
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
 
     async def latest_for_artists(
         self, artist_ids: Sequence[int], language: str, length: str

@@ -13,9 +13,11 @@ from app.articles.params import ArticleParamsDep
 from app.articles.schemas import ArticlePublic, ArticleVersions
 from app.articles.service import ArticleService
 from app.catalog.models import Artist
+from app.catalog.reads import artist_reads
 from app.errors import error_responses
-from app.kit.http import get_and_head, not_modified
+from app.kit.http import get_and_head
 from app.kit.ids import MAX_ID, MIN_ID
+from app.kit.read_cache import cacheable
 
 router = APIRouter(
     prefix="/api/v1/collection/artists/{artist_id}/article",
@@ -41,13 +43,11 @@ def _wants_markdown(request: Request) -> bool:
 
 
 def _represent(request: Request, articles: ArticleService, article: Article, artist: Artist) -> Response:
-    stale = articles.is_stale(article, artist)
-    markdown = _wants_markdown(request)
-    etag = f'"article-{article.id}-{"md" if markdown else "json"}{"-stale" if stale else ""}"'
-    headers = {"ETag": etag, "Vary": "Accept", "Cache-Control": "no-cache"}
-    if not_modified(request, etag):
-        return Response(status_code=304, headers=headers)
-    if markdown:
+    """Built once per version and representation: the read cache keeps the bytes, with their ETag, until
+    the artist's reads are invalidated (a new version, an update of the facts: `stale` changes)."""
+    cacheable(request, artist_reads(artist.id))
+    headers = {"Vary": "Accept"}
+    if _wants_markdown(request):
         return Response(article.markdown, media_type="text/markdown; charset=utf-8", headers=headers)
     body = articles.public_view(article, artist).model_dump(mode="json")
     return JSONResponse(body, headers=headers)
@@ -63,8 +63,10 @@ async def get_article(
 
 
 @get_and_head(router, "/versions")
-async def list_versions(articles: ArticlesDep, artist_id: ArtistId) -> ArticleVersions:
-    return await articles.versions(artist_id)
+async def list_versions(request: Request, articles: ArticlesDep, artist_id: ArtistId) -> ArticleVersions:
+    versions = await articles.versions(artist_id)
+    cacheable(request, artist_reads(artist_id))
+    return versions
 
 
 @get_and_head(router, "/versions/{version}", response_model=None, responses=ARTICLE_RESPONSES)

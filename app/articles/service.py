@@ -22,9 +22,10 @@ from app.articles.errors import ArticleNotFound
 from app.articles.models import Article
 from app.articles.repository import ArticleRepository
 from app.articles.schemas import ArticlePublic, ArticleSummary, ArticleVersion, ArticleVersions
+from app.catalog.errors import ArtistNotFound
 from app.catalog.models import Artist
 from app.catalog.repository import ArtistRepository
-from app.catalog.service import require_artist
+from app.catalog.service import ArtistHook, require_artist
 from app.kit.text import count_words
 
 ARTICLE_PATH = "/api/v1/collection/artists/{artist_id}/article"
@@ -85,6 +86,9 @@ class ArticleService:
         self.sessionmaker = sessionmaker
         self.upstream_configured = upstream_configured
         self._warned_outdated = False
+        # Called with the artist's id once a new version is committed, before `store` returns (so before
+        # the generation's `done` is sent): how the read cache forgets the artist's older reads.
+        self.on_stored: list[ArtistHook] = []
 
     # --- writing ---------------------------------------------------------------------------------------
 
@@ -130,7 +134,9 @@ class ArticleService:
                     if await ArtistRepository(session).get(draft.artist_id) is None:
                         raise ArtistGone(draft.artist_id) from exc
                     continue
-                return article
+            for hook in self.on_stored:
+                await hook(draft.artist_id)
+            return article
         raise RuntimeError("could not store the article: too many concurrent versions")
 
     async def refresh_renderings(self, batch: int = REFRESH_BATCH) -> int:
@@ -154,10 +160,8 @@ class ArticleService:
     # --- reading ---------------------------------------------------------------------------------------
 
     async def lookup(self, artist_id: int, language: str, length: str) -> tuple[Artist, Article | None]:
-        """The artist (or `ArtistNotFound`) and its latest stored portrait, in one session."""
-        async with self.sessionmaker() as session:
-            artist = await require_artist(session, artist_id)
-            return artist, await ArticleRepository(session).latest(artist_id, language, length)
+        """The artist (or `ArtistNotFound`) and its latest stored portrait, in one query."""
+        return await self._with_artist(artist_id, language, length)
 
     async def latest(self, artist_id: int, language: str, length: str) -> tuple[Artist, Article]:
         artist, article = await self.lookup(artist_id, language, length)
@@ -168,12 +172,19 @@ class ArticleService:
     async def version(
         self, artist_id: int, language: str, length: str, version: int
     ) -> tuple[Artist, Article]:
-        async with self.sessionmaker() as session:
-            artist = await require_artist(session, artist_id)
-            article = await ArticleRepository(session).version(artist_id, language, length, version)
+        artist, article = await self._with_artist(artist_id, language, length, version)
         if article is None:
             raise ArticleNotFound(f"Version {version} of this portrait does not exist.")
         return artist, article
+
+    async def _with_artist(
+        self, artist_id: int, language: str, length: str, version: int | None = None
+    ) -> tuple[Artist, Article | None]:
+        async with self.sessionmaker() as session:
+            found = await ArticleRepository(session).with_artist(artist_id, language, length, version)
+        if found is None:
+            raise ArtistNotFound.for_id(artist_id)
+        return found
 
     async def versions(self, artist_id: int) -> ArticleVersions:
         async with self.sessionmaker() as session:

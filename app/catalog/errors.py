@@ -14,6 +14,10 @@ class ArtistNotFound(NotFound):
     code = "artist_not_found"
     message = "No artist has this id."
 
+    @classmethod
+    def for_id(cls, artist_id: int) -> ArtistNotFound:
+        return cls(f"No artist has the id {artist_id}.")
+
 
 def name_taken(name: str) -> Conflict:
     return Conflict(f"An artist named {name!r} already exists.")

@@ -4,7 +4,8 @@ folded name, a CHECK on the years), so two writes racing cannot break them: the 
 and answered 409 or 422 like the checks made here first.
 
 Other packages learn of changes through hooks rather than being called from here: the catalog knows
-nothing of articles or running jobs (`on_deleted` is how deleting an artist cancels its jobs).
+nothing of articles, running jobs or caches (`on_deleted` is how deleting an artist cancels its jobs; every
+hook runs after the commit and before the caller answers, which is how the read cache forgets in time).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ async def require_artist(session: AsyncSession, artist_id: int) -> Artist:
     """The artist, or `ArtistNotFound`: for any service that reads an artist inside its own session."""
     artist = await ArtistRepository(session).get(artist_id)
     if artist is None:
-        raise ArtistNotFound(f"No artist has the id {artist_id}.")
+        raise ArtistNotFound.for_id(artist_id)
     return artist
 
 
 class CatalogService:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.sessionmaker = sessionmaker
+        self.on_created: list[ArtistHook] = []
         self.on_updated: list[ArtistHook] = []
         self.on_deleted: list[ArtistHook] = []
 
@@ -68,7 +70,8 @@ class CatalogService:
                 await session.commit()
             except IntegrityError as exc:  # a concurrent create won the race for the name
                 raise (refusal(exc, data.name) or exc) from exc
-            return artist
+        await self._notify(self.on_created, artist.id)
+        return artist
 
     async def update(self, artist_id: int, data: ArtistUpdate) -> Artist:
         """Change the fields sent that differ from the stored ones, in one UPDATE that also bumps
@@ -94,7 +97,7 @@ class CatalogService:
             try:
                 updated = await repository.update(artist_id, changes)
                 if updated is None:  # deleted since we read it
-                    raise ArtistNotFound(f"No artist has the id {artist_id}.")
+                    raise ArtistNotFound.for_id(artist_id)
                 await session.commit()
             except IntegrityError as exc:
                 raise (refusal(exc, name) or exc) from exc

@@ -63,6 +63,7 @@ class Stream:
     stream_id: str
     batches: Batches
     on_close: Callable[[], None] | None = None
+    stored: bool = False  # a replay of a stored article: the same bytes for every reader until it changes
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ class PortraitService:
         events = replay_events(article, artist.name, stale)
         if after >= len(events):
             return NothingAfter()
-        return Stream(stream_id=replay_stream_id(article.id), batches=follow_list(events, after))
+        return Stream(stream_id=replay_stream_id(article.id), batches=follow_list(events, after), stored=True)
 
     async def _resumed(self, artist: Artist, request: PortraitRequest) -> Stream | NothingAfter | None:
         """The rest of the stream the reader was on, or None when it is gone or is not a stream of the

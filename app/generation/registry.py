@@ -44,6 +44,8 @@ class JobRegistry:
         self._starting: dict[JobKey, _KeyLock] = {}
         self._expiry: dict[str, Timer] = {}
         self._cleanups: set[asyncio.Future[None]] = set()
+        # Called with each job as it starts: a running job shows on its artist's page (the read cache).
+        self.on_launched: list[Callable[[Job], None]] = []
 
     # --- finding ---------------------------------------------------------------------------------------
 
@@ -79,6 +81,8 @@ class JobRegistry:
         job.task.add_done_callback(lambda _task: self._check_finished(job))
         if not job.runs_to_end:
             self._arm_grace(job)  # a stream that never attaches must not leave the job running
+        for hook in self.on_launched:
+            hook(job)
         log.info("job %s started for artist %s (%s, %s)", job.id, job.artist_id, job.language, job.length)
 
     def keep_alive(self, job: Job, origin: str) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.articles.deps import ArticlesDep
 from app.articles.params import ArticleParamsDep
 from app.articles.schemas import ArticlePublic
 from app.articles.service import latest_url
 from app.auth import ClientDep, TokenRequired
+from app.catalog.reads import artist_reads
 from app.errors import AppError, error_responses
 from app.generation.deps import LastEventIdDep, PortraitsDep, SameSiteRequired
 from app.generation.errors import SyncTimeout
@@ -33,6 +34,7 @@ from app.generation.portrait import (
 )
 from app.generation.schemas import AlreadyStored, JobAccepted, JobStatus, status_url, stream_url
 from app.kit.ids import MAX_ID, MIN_ID
+from app.kit.read_cache import cacheable
 from app.settings import SettingsDep
 from app.streaming.responses import markdown_response, sse_response
 
@@ -91,6 +93,7 @@ def _refusal_error(refused: Refused) -> AppError:
     responses={**STREAM_RESPONSES, **error_responses(401, 404)},
 )
 async def artist_stream(
+    http_request: Request,
     settings: SettingsDep,
     portraits: PortraitsDep,
     client: ClientDep,
@@ -104,7 +107,11 @@ async def artist_stream(
     request = PortraitRequest(
         artist_id, params.language, params.length, "stream", client, refresh, last_event_id, format
     )
-    return _stream_response(await portraits.open(request), format, settings.sse_retry_ms)
+    outcome = await portraits.open(request)
+    if isinstance(outcome, Stream) and outcome.stored and last_event_id is None:
+        # a whole replay: its frames are the same bytes for every reader until the artist's reads change
+        cacheable(http_request, artist_reads(artist_id))
+    return _stream_response(outcome, format, settings.sse_retry_ms)
 
 
 @router.get(

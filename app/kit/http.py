@@ -6,20 +6,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
-from starlette.requests import Request
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
-
-
-def not_modified(request: Request, etag: str) -> bool:
-    """Whether `If-None-Match` names `etag` (or `*`).
-
-    The weak comparison (RFC 9110 13.1.2): W/"x" matches "x" (a gzipping proxy weakens ETags, and its
-    clients send them back so)."""
-    candidates = [
-        tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")
-    ]
-    return etag in candidates or "*" in candidates
 
 
 def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:

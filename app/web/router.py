@@ -20,6 +20,7 @@ from app.auth import ClientDep
 from app.catalog.deps import CatalogDep
 from app.catalog.errors import ArtistNotFound
 from app.catalog.models import Artist
+from app.catalog.reads import CATALOG, artist_reads
 from app.catalog.repository import ArtistQuery
 from app.errors import AppError
 from app.generation.deps import PortraitsDep, SameSiteRequired
@@ -29,6 +30,7 @@ from app.generation.positions import JOB_ID
 from app.generation.schemas import status_url, stream_url
 from app.kit.http import get_and_head
 from app.kit.ids import parse_id
+from app.kit.read_cache import cacheable
 from app.settings import Settings, SettingsDep
 from app.web.contexts import (
     API_ARTISTS,
@@ -119,6 +121,7 @@ async def catalog_page(
         genre=genre,
         genres=await catalog.genres(),
     )
+    cacheable(request, CATALOG)
     return render(request, "catalog.html", context)
 
 
@@ -181,6 +184,8 @@ async def artist_page(
         )
     except ArtistNotFound:
         raise _artist_not_found(artist_id) from None
+    if panel.running_job_id is None:  # a job's start invalidates the artist's reads: it shows on the page
+        cacheable(request, artist_reads(artist.id))
     return render(request, "artist.html", ArtistPage.build(artist, panel))
 
 
