@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app import migrations
 from app.articles.models import Article
 from app.articles.service import ArticleService
-from app.catalog.models import Artist, name_hash
+from app.catalog.models import SEARCH_INDEX_OBJECTS, Artist, name_hash
 from app.catalog.schemas import ArtistRecord
 from app.db import Base, create_engine, create_sessionmaker
 from app.kit.text import fold
@@ -40,6 +40,12 @@ def test_migrations_go_up_down_and_up_again(any_database: str) -> None:
     assert set(Base.metadata.tables) <= table_names(any_database)
 
 
+def modelled(name: str | None, _type: str, _parent: object) -> bool:
+    """The search indexes of 0005 (FTS5 and its shadow tables, expression and trigram indexes) are access
+    paths the models do not describe."""
+    return not (name or "").startswith(SEARCH_INDEX_OBJECTS)
+
+
 def test_migrations_match_the_models(any_database: str) -> None:
     """Autogenerate finds nothing to do: the models and the migrations describe the same schema."""
     from alembic.autogenerate import compare_metadata
@@ -52,7 +58,9 @@ def test_migrations_match_the_models(any_database: str) -> None:
         try:
             async with engine.connect() as connection:
                 return await connection.run_sync(
-                    lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+                    lambda sync: compare_metadata(
+                        MigrationContext.configure(sync, opts={"include_name": modelled}), Base.metadata
+                    )
                 )
         finally:
             await engine.dispose()

@@ -6,11 +6,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    column,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    table,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
-from app.catalog.models import Artist, genre_key, genre_keys, name_columns, name_hash, search_text
+from app.catalog.models import (
+    Artist,
+    artist_genres,
+    genre_key,
+    genre_keys,
+    genre_rows,
+    name_columns,
+    name_hash,
+    search_text,
+)
 from app.catalog.schemas import unstorable_character
 from app.db import utcnow
 from app.errors import ValidationFailed
@@ -18,6 +38,31 @@ from app.kit.text import fold
 
 # The columns a search is computed from: a change to any of them refreshes `search_text`.
 SEARCHED = frozenset({"name", "genres", "notable_works"})
+# A trigram index answers a word of at least this many characters; shorter ones are checked row by row.
+TRIGRAM = 3
+# PostgreSQL orders by left(name_key, ORDER_PREFIX), name_key, id: the index `ix_artists_order` holds the
+# bounded prefix (a B-tree entry holds ~2.7 kB there), and under a bytewise collation (C.UTF-8; folded text
+# is ASCII anyway) two keys that differ in their prefix compare as their prefixes do, so the order is that
+# of name_key, id. Migration 0005 makes the index with the same number.
+ORDER_PREFIX = 200
+# The FTS5 table of migration 0005 (SQLite): rowid is the artist's id.
+artists_search = table("artists_search", column("rowid"))
+# Every genre, each with its first spelling (lowest artist id, then position): a skip scan over
+# ix_artist_genres_key, two index probes per genre instead of a read of every artist.
+GENRES_SQL = text(
+    """
+    WITH RECURSIVE keys(key) AS (
+        SELECT min(key) FROM artist_genres
+        UNION ALL
+        SELECT (SELECT min(key) FROM artist_genres WHERE key > keys.key) FROM keys WHERE keys.key IS NOT NULL
+    )
+    SELECT (
+        SELECT name FROM artist_genres AS first
+        WHERE first.key = keys.key ORDER BY first.artist_id, first.position LIMIT 1
+    )
+    FROM keys WHERE keys.key IS NOT NULL
+    """
+)
 
 
 def _like_pattern(text: str) -> str:
@@ -54,25 +99,78 @@ class ArtistRepository:
         self.session = session
 
     def _filtered(self, query: ArtistQuery) -> Select[Artist]:
-        statement = select(Artist)
-        if query.q and fold(query.q):
-            for word in fold(query.q).split(" "):
-                statement = statement.where(Artist.search_text.like(_like_pattern(word), escape="\\"))
-        if query.genre and fold(query.genre):
-            statement = statement.where(
-                Artist.genre_keys.like(_like_pattern(genre_key(query.genre)), escape="\\")
-            )
+        """The definition of a search: every folded word a substring of `search_text`, the genre key one
+        of `genre_keys`. PostgreSQL's trigram indexes serve these LIKEs as they are."""
+        statement = select(Artist).where(*(_contains(Artist.search_text, word) for word in _words(query)))
+        if (genre := _genre_key(query)) is not None:
+            statement = statement.where(_contains(Artist.genre_keys, genre))
         return statement
 
-    async def search(self, query: ArtistQuery) -> tuple[Sequence[Artist], int]:
-        filtered = self._filtered(query)
-        total = await self.session.scalar(select(func.count()).select_from(filtered.subquery()))
-        page = await self.session.scalars(
-            filtered.order_by(Artist.name_key, Artist.id)
-            .limit(query.per_page)
-            .offset((query.page - 1) * query.per_page)
+    def _sqlite_indexed(self, query: ArtistQuery) -> tuple[Select[Artist], ColumnElement[bool]] | None:
+        """The same rows found through SQLite's FTS5 table, or None when no word has 3+ characters and
+        there is no genre: the words of 3+ characters and the genre key (`|x|`: always 3+) become one
+        FTS5 trigram query, whose phrases match exactly where the substrings are (text and words are
+        folded: ASCII, lower case); words of 1-2 characters, which no trigram index can answer, stay
+        LIKEs over the rows found. Also the FTS5 condition alone when it is the whole filter, to count
+        without reading the artists table."""
+        words = _words(query)
+        phrases = [f"search_text : {_fts_string(word)}" for word in words if len(word) >= TRIGRAM]
+        if (genre := _genre_key(query)) is not None:
+            phrases.append(f"genre_keys : {_fts_string(genre)}")
+        if not phrases:
+            return None
+        match = literal_column("artists_search").op("MATCH")(" AND ".join(phrases))
+        statement = select(Artist).where(
+            Artist.id.in_(select(artists_search.c.rowid).where(match)),
+            *(_contains(Artist.search_text, word) for word in words if len(word) < TRIGRAM),
         )
-        return page.all(), total or 0
+        return statement, match
+
+    async def search(self, query: ArtistQuery) -> tuple[Sequence[Artist], int]:
+        """The page and the exact total. PostgreSQL plans both from its statistics (trigram GIN indexes
+        for the count, the order index for a page of a common word). SQLite counts through FTS5, then
+        picks the page's plan itself: walking `ix_artists_order` and testing each row (cheap when
+        matches are dense: (offset + page) × rows / total steps) or fetching every match and sorting
+        them (cheap when they are few)."""
+        filtered = self._filtered(query)
+        offset = (query.page - 1) * query.per_page
+        if self.session.get_bind().dialect.name == "postgresql":
+            # asyncpg prepares statements: a generic plan (after 5 runs) cannot see that '%ab%' has no
+            # trigram and would scan the whole GIN index (300+ ms); plan each search for its words.
+            await self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            total = await self._count(filtered)
+            order: list[Any] = [
+                func.left(Artist.name_key, ORDER_PREFIX),
+                Artist.name_key,
+                Artist.id,
+            ]
+        else:
+            indexed = self._sqlite_indexed(query)
+            if indexed is None:
+                total = await self._count(filtered)
+            elif any(len(word) < TRIGRAM for word in _words(query)):
+                total = await self._count(indexed[0])
+            else:
+                total = (
+                    await self.session.scalar(
+                        select(func.count()).select_from(artists_search).where(indexed[1])
+                    )
+                    or 0
+                )
+            order = [Artist.name_key, Artist.id]
+            if offset >= total:  # past the last match: LIMIT/OFFSET would return nothing too
+                return [], total
+            rows = await self.session.scalar(select(func.max(Artist.id))) or 0
+            if (offset + query.per_page) * rows >= total * total:  # sparse matches: fetch them, sort
+                if indexed is not None:
+                    filtered = indexed[0]  # rowid lookups of the FTS5 matches
+                else:  # a scan of the table, not of the index ("+" keeps SQLite off ix_artists_order)
+                    order = [literal_column("+artists.name_key"), literal_column("+artists.id")]
+        page = await self.session.scalars(filtered.order_by(*order).limit(query.per_page).offset(offset))
+        return page.all(), total
+
+    async def _count(self, statement: Select[Artist]) -> int:
+        return await self.session.scalar(select(func.count()).select_from(statement.subquery())) or 0
 
     async def get(self, artist_id: int) -> Artist | None:
         return await self.session.get(Artist, artist_id)
@@ -106,6 +204,10 @@ class ArtistRepository:
         artist = await self._update(
             artist_id, **values, facts_version=Artist.facts_version + 1, updated_at=now
         )
+        if artist is not None and "genres" in changes:
+            await self.session.execute(delete(artist_genres).where(artist_genres.c.artist_id == artist_id))
+            if rows := genre_rows(artist_id, artist.genres or []):
+                await self.session.execute(insert(artist_genres), rows)
         if artist is not None and SEARCHED & changes.keys():
             # from the row as it is now, not as this request read it: a concurrent change of another
             # searched field is in it
@@ -129,10 +231,26 @@ class ArtistRepository:
         await self.session.flush()
 
     async def genres(self) -> list[str]:
-        """Every genre in the catalog, for the search page's filter."""
-        rows = await self.session.scalars(select(Artist.genres))
-        seen: dict[str, str] = {}
-        for genres in rows:
-            for genre in genres or []:
-                seen.setdefault(fold(genre), genre)
-        return sorted(seen.values(), key=fold)
+        """Every genre in the catalog, for the search page's filter: one spelling per folded genre, the
+        first one met reading the artists by id, sorted by folded genre (from `artist_genres`)."""
+        names = await self.session.scalars(GENRES_SQL)
+        return sorted(names, key=fold)
+
+
+def _words(query: ArtistQuery) -> list[str]:
+    """The folded words of `q` (folding leaves single spaces, none at the ends)."""
+    folded = fold(query.q) if query.q else ""
+    return folded.split(" ") if folded else []
+
+
+def _contains(column: Any, text: str) -> ColumnElement[bool]:
+    return column.like(_like_pattern(text), escape="\\")  # type: ignore[no-any-return]
+
+
+def _genre_key(query: ArtistQuery) -> str | None:
+    return genre_key(query.genre) if query.genre and fold(query.genre) else None
+
+
+def _fts_string(text: str) -> str:
+    """An FTS5 string: every character literal, a double quote doubled."""
+    return '"' + text.replace('"', '""') + '"'

@@ -68,20 +68,35 @@ async def _refresh_renderings(database_url: str) -> int:
         await engine.dispose()
 
 
-def _seed(_args: argparse.Namespace) -> int:
+def _seed(args: argparse.Namespace) -> int:
     from app.catalog.seed import seed_catalog
+    from app.catalog.synthetic import seed_synthetic
     from app.db import create_engine, create_sessionmaker
 
     async def run() -> int:
         engine = create_engine(get_settings().database_url)
         try:
+            if args.synthetic is not None:
+                return await seed_synthetic(create_sessionmaker(engine), args.synthetic)
             return await seed_catalog(create_sessionmaker(engine))
         finally:
             await engine.dispose()
 
     added = asyncio.run(run())
-    print(f"seed: {added} artist(s) added" if added else "seed: the sample catalog is already there")
+    if added:
+        print(f"seed: {added} artist(s) added")
+    elif args.synthetic is not None:
+        print(f"seed: the {args.synthetic} synthetic artists are already there")
+    else:
+        print("seed: the sample catalog is already there")
     return 0
+
+
+def _count(value: str) -> int:
+    count = int(value)
+    if count < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return count
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -129,6 +144,12 @@ def build_parser(open_parts: OpenParts) -> argparse.ArgumentParser:
     migrate.set_defaults(run=_migrate)
 
     seed = commands.add_parser("seed", help="load the sample catalog (idempotent)")
+    seed.add_argument(
+        "--synthetic",
+        type=_count,
+        metavar="N",
+        help="load N made-up artists instead (deterministic, idempotent: for measuring, see bench/search.py)",
+    )
     seed.set_defaults(run=_seed)
 
     generate_ = commands.add_parser("generate", help="write an artist's portrait, streamed to the terminal")

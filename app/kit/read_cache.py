@@ -158,8 +158,8 @@ def _not_modified(if_none_match: bytes | None, etag: bytes) -> bool:
     return etag in candidates or b"*" in candidates
 
 
-def _expires_header() -> tuple[bytes, bytes]:
-    return (b"x-accel-expires", b"@%d" % int(time.time()))
+def _expires_header(second: int) -> tuple[bytes, bytes]:
+    return (b"x-accel-expires", b"@%d" % second)
 
 
 # The headers a 304 repeats (RFC 9110 15.4.5): the validator and what governs caching.
@@ -223,10 +223,13 @@ class ReadCacheMiddleware:
         head = scope["method"] == "HEAD"
         if storable:
             entry = cache.get(key)
-            if entry is not None:
-                await self._answer(entry, headers.get(b"if-none-match"), head, send)
+            if entry is not None:  # current now: a proxy may keep it to the end of this second
+                await self._answer(entry, headers.get(b"if-none-match"), head, int(time.time()), send)
                 return
         built_at = cache.sequence()
+        # A build shows what was true when it began: a proxy may keep it to the end of *that* second, so
+        # one that raced a write is never kept past a second after the write.
+        began = int(time.time())
         start: Message | None = None
         chunks: list[bytes] = []
 
@@ -248,22 +251,26 @@ class ReadCacheMiddleware:
             entry, keepable = _entry(start, b"".join(chunks), scope[SCOPE_KEY], built_at, cache.monotonic())
             if storable and keepable:
                 cache.put(key, entry)
-            await self._answer(entry, headers.get(b"if-none-match"), head, send)
+            await self._answer(entry, headers.get(b"if-none-match"), head, began, send)
 
         await self.app(scope, receive, buffering_send)
 
     @staticmethod
-    async def _answer(entry: Entry, if_none_match: bytes | None, head: bool, send: Send) -> None:
+    async def _answer(
+        entry: Entry, if_none_match: bytes | None, head: bool, expires: int, send: Send
+    ) -> None:
         if _not_modified(if_none_match, entry.etag):
             kept = [(name, value) for name, value in entry.headers if name in _NOT_MODIFIED_KEEPS]
-            await send({"type": "http.response.start", "status": 304, "headers": [*kept, _expires_header()]})
+            await send(
+                {"type": "http.response.start", "status": 304, "headers": [*kept, _expires_header(expires)]}
+            )
             await send({"type": "http.response.body", "body": b""})
             return
         await send(
             {
                 "type": "http.response.start",
                 "status": entry.status,
-                "headers": [*entry.headers, _expires_header()],
+                "headers": [*entry.headers, _expires_header(expires)],
             }
         )
         await send({"type": "http.response.body", "body": b"" if head else entry.body})

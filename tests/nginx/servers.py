@@ -262,11 +262,14 @@ def render_nginx_conf(
     directory: Path, *, port: int, upstream_port: int, static_dir: Path, overrides: dict[str, str]
 ) -> Path:
     """The shipped nginx.conf with only its ports and paths (and the directives in `overrides`) changed, and
-    what a test needs to run unprivileged in `directory`: its own logs and temp paths."""
+    what a test needs to run unprivileged in `directory`: its own logs, temp paths and micro-cache."""
     text = NGINX_CONF.read_text()
     text = substitute(text, r"^(\s*listen\s+)8080\b", rf"\g<1>127.0.0.1:{port}", count=None)
     text = substitute(text, r"^(\s*server\s+)127\.0\.0\.1:8000;", rf"\g<1>127.0.0.1:{upstream_port};")
     text = substitute(text, r"^(\s*alias\s+)/srv/atelier/static/;", rf"\g<1>{static_dir}/;")
+    text = substitute(
+        text, r"^(\s*proxy_cache_path\s+)/var/lib/nginx/atelier-cache\s", rf"\g<1>{directory}/cache "
+    )
     for name, value in overrides.items():
         text = substitute(text, *directive(name, value))
     local = "\n".join(
