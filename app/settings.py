@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     llm_idle_timeout: float = Field(60, gt=0)
     llm_total_timeout: float = Field(600, gt=0)
     llm_max_output_chars: int = Field(200_000, gt=0)
+    # Long portraits (docs/longform.md): how a cut call is continued, how often, and when to plan.
+    llm_continuation: Literal["prefix", "prefill", "off"] = "prefix"
+    llm_max_continuations: int = Field(6, ge=0, le=100)
+    writer_plan: Literal["auto", "always", "never"] = "auto"
 
     breaker_fail_max: int = Field(5, ge=1)
     breaker_reset_timeout: float = Field(30, gt=0)

@@ -48,7 +48,13 @@ def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"database_url": database_url, "api_tokens": [TOKEN], **overrides}
+    # One call per portrait unless a test plans: most tests script one upstream reply per portrait.
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "api_tokens": [TOKEN],
+        "writer_plan": "never",
+        **overrides,
+    }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 

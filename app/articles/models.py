@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
@@ -40,4 +40,9 @@ class Article(Base):
     # The artist's `facts_version` the text was written from: stale once the artist's is higher (0: unknown,
     # so stale as soon as the artist has any version).
     facts_version: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Long portraits (docs/longform.md): the calls made to go on after a cut, LongBench-Write's length score
+    # against the target, and a planned portrait's outline (title, sections with their start in `markdown`).
+    continuations: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    length_score: Mapped[float | None] = mapped_column(Float)
+    outline: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

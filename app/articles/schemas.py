@@ -22,8 +22,17 @@ class ArticleVersion(BaseModel):
     stale: bool
     truncated: bool
     finish_reason: str
+    # Long portraits: the calls made to go on after a cut, and LongBench-Write's S_l against the target
+    # (null for a version stored before it was recorded and never scored).
+    continuations: int
+    length_score: float | None
     created_at: datetime
     url: str
+
+
+class OutlineEntry(BaseModel):
+    title: str
+    target_words: int
 
 
 class ArticlePublic(ArticleVersion):
@@ -32,6 +41,8 @@ class ArticlePublic(ArticleVersion):
     usage: dict[str, Any] | None
     duration_ms: int
     ttft_ms: int | None
+    # A planned portrait's sections, in order (null when it was written without a plan).
+    outline: list[OutlineEntry] | None
 
 
 class ArticleVersions(BaseModel):

@@ -21,7 +21,13 @@ from app.articles import render
 from app.articles.errors import ArticleNotFound
 from app.articles.models import Article
 from app.articles.repository import ArticleRepository
-from app.articles.schemas import ArticlePublic, ArticleSummary, ArticleVersion, ArticleVersions
+from app.articles.schemas import (
+    ArticlePublic,
+    ArticleSummary,
+    ArticleVersion,
+    ArticleVersions,
+    OutlineEntry,
+)
 from app.catalog.errors import ArtistNotFound
 from app.catalog.models import Artist
 from app.catalog.repository import ArtistRepository
@@ -70,6 +76,12 @@ class ArticleDraft:
     # The artist's facts_version the text was written from (the job's snapshot). None: from the facts as
     # they are stored now (a draft not written by a job), read in the store's own transaction.
     facts_version: int | None = None
+    # Cut before its end (None: when the last call ended by the token limit).
+    truncated: bool | None = None
+    continuations: int = 0
+    length_score: float | None = None
+    # A planned portrait's outline: its title and sections, each with its start in the markdown.
+    outline: dict[str, Any] | None = None
 
 
 def article_url(article: Article) -> str:
@@ -79,6 +91,18 @@ def article_url(article: Article) -> str:
 
 def latest_url(artist_id: int, language: str, length: str) -> str:
     return f"{ARTICLE_PATH.format(artist_id=artist_id)}?language={language}&length={length}"
+
+
+def outline_entries(outline: dict[str, Any] | None) -> list[OutlineEntry] | None:
+    """A stored outline's sections as the API shows them (without their places in the markdown)."""
+    sections = outline.get("sections") if isinstance(outline, dict) else None
+    if not isinstance(sections, list):
+        return None
+    return [
+        OutlineEntry(title=str(s.get("title", "")), target_words=int(s.get("target_words", 0)))
+        for s in sections
+        if isinstance(s, dict)
+    ]
 
 
 class ArticleService:
@@ -117,12 +141,15 @@ class ArticleService:
                     model=draft.model,
                     writer=draft.writer,
                     finish_reason=draft.finish_reason,
-                    truncated=draft.finish_reason == "length",
+                    truncated=draft.finish_reason == "length" if draft.truncated is None else draft.truncated,
                     usage=draft.usage,
                     duration_ms=draft.duration_ms,
                     ttft_ms=draft.ttft_ms,
                     job_id=draft.job_id,
                     facts_version=facts_version,
+                    continuations=draft.continuations,
+                    length_score=draft.length_score,
+                    outline=draft.outline,
                 )
                 try:
                     await repository.add(article)
@@ -246,6 +273,8 @@ class ArticleService:
             stale=self.is_stale(article, artist),
             truncated=article.truncated,
             finish_reason=article.finish_reason,
+            continuations=article.continuations,
+            length_score=article.length_score,
             created_at=article.created_at,
             url=article_url(article),
         )
@@ -274,4 +303,5 @@ class ArticleService:
             usage=article.usage,
             duration_ms=article.duration_ms,
             ttft_ms=article.ttft_ms,
+            outline=outline_entries(article.outline),
         )

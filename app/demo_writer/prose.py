@@ -4,6 +4,9 @@ Templates name the facts they need (`{country}`, `{work}`...), so a sentence is 
 holds those facts. `[a|b]` picks one wording at random, which keeps long portraits from repeating themselves.
 A template starting with `group|` or `person|` fits only that kind of artist. Every portrait is seeded from its
 facts, so the same artist always reads the same.
+
+The same material serves a planned portrait: `plan` answers an outline (the sections in the order of
+`SECTIONS`, with their points) and `write_section` writes one of its sections.
 """
 
 from __future__ import annotations
@@ -164,6 +167,8 @@ class Section:
     headings: tuple[str, ...]
     templates: tuple[str, ...]
     lists_works: bool = False
+    # What the section says, for an outline (`plan`).
+    point: str = ""
 
 
 SECTIONS = [
@@ -184,6 +189,7 @@ SECTIONS = [
             "Those beginnings were [modest|unremarkable], and nothing about them promised the career that followed.",
             "What set {name} apart from the start was a sense of purpose that listeners noticed before critics did.",
         ),
+        point="Where {name} came from, and how the music began.",
     ),
     Section(
         ("Finding a voice", "Finding a sound"),
@@ -202,6 +208,7 @@ SECTIONS = [
             "Much of that voice came from the choices {name} refused to make.",
             "The lessons of {genre} were learned early and then bent, carefully, into new shapes.",
         ),
+        point="How the music of {name} found a voice of its own.",
     ),
     Section(
         ("The work", "The records", "A body of work"),
@@ -220,6 +227,7 @@ SECTIONS = [
             "Heard today, the work from {decade} has aged better than most of what surrounded it.",
             "group|The records capture a band listening closely to itself.",
         ),
+        point="The body of work, and the ideas it keeps returning to.",
     ),
     Section(
         ("Notable works", "Key recordings"),
@@ -237,6 +245,7 @@ SECTIONS = [
             "Critics have written a great deal about {work}; the record itself says it more [economically|simply].",
         ),
         lists_works=True,
+        point="The records that define {name}.",
     ),
     Section(
         ("Sound and style", "The craft"),
@@ -254,6 +263,7 @@ SECTIONS = [
             "person|The voice at the centre of it all is the instrument listeners remember.",
             "Even at its most ambitious, the music keeps a certain plainness that makes it easy to love.",
         ),
+        point="What the music sounds like, and the craft behind it.",
     ),
     Section(
         ("On stage", "Live"),
@@ -269,6 +279,7 @@ SECTIONS = [
             "person|Alone at the centre of the stage, {name} held attention with very little apparent effort.",
             "Many listeners first heard the music live, and never quite heard the records the same way again.",
         ),
+        point="The concerts, where the songs were tested and reshaped.",
     ),
     Section(
         ("Collaborators and context", "In good company"),
@@ -284,6 +295,7 @@ SECTIONS = [
             "Contemporaries recognised a kindred spirit in {name}, even when their styles could hardly have been further apart.",
             "The catalog adds a detail that places the story in context: “{note}”",
         ),
+        point="The people and the scene around {name}.",
     ),
     Section(
         ("Reception", "How it was heard"),
@@ -299,6 +311,7 @@ SECTIONS = [
             "Younger listeners keep finding their way to the records, which says more than any review.",
             "For many, {name} became shorthand for a certain idea of {genre}.",
         ),
+        point="How the music was received, by critics and by listeners.",
     ),
     Section(
         ("Legacy", "What remains"),
@@ -315,14 +328,72 @@ SECTIONS = [
             "The catalog's last word on the subject is worth repeating: “{note}”",
             "Whatever comes next, the work already stands as one of the clearer statements {genre} has produced.",
         ),
+        point="What {name} leaves behind, and why it still matters.",
     ),
 ]
+# Only the last section of a planned portrait concludes: one sentence from here, then the closing line.
+CONCLUSIONS = [
+    "In the end, the story of {name} is one of [patience|persistence|craft] rewarded.",
+    "That, finally, is why the music of {name} still matters.",
+    "Taken together, the records tell a story that is still being heard.",
+    "What remains, at the close, is the music itself, and it needs no defence.",
+]
 CLOSING = "*This portrait was written by Atelier's demo writer from catalog facts, without a language model.*"
+_SECTIONS_PER_WORDS = 500
+_MAX_PLANNED_SECTIONS = 7
 
 
-def write_portrait(facts: Facts, target_words: int, english_note: str | None = None) -> str:
-    """A markdown portrait of about `target_words` words; `english_note` is added to the lead."""
-    return _Writer(facts).write(target_words, english_note)
+def write_portrait(
+    facts: Facts, target_words: int, english_note: str | None = None, *, exact: bool = False
+) -> str:
+    """A markdown portrait of about `target_words` words; `english_note` is added to the lead. `exact` cuts
+    it after the sentence nearest to `target_words` words (for a model that stops at a given length)."""
+    return _Writer(facts).write(target_words, english_note, exact=exact)
+
+
+def plan(facts: Facts, target_words: int) -> dict[str, Any]:
+    """An outline, as `app.generation.prompt.outline_messages` asks for: a title and 3 to 7 sections (fewer
+    for short portraits), opening with the origins and closing with the legacy, whose words add up to the
+    target."""
+    return _Writer(facts).plan(target_words)
+
+
+def write_section(
+    facts: Facts,
+    title: str,
+    planned: Sequence[tuple[str, int]],
+    index: int,
+    words: int,
+    english_note: str | None = None,
+) -> str:
+    """Section `index` (from 0) of the outline `title`, `planned` (each section's heading and words), about
+    `words` words. The first section opens with the title and a lead; only the last one concludes. Sections
+    end with a blank line (the last with a newline), so that they join into one document.
+
+    The sections before it are written first and thrown away: the writer then knows which sentences it has
+    already used, as a model knows the portrait so far, and a long portrait repeats itself no more for being
+    written in pieces."""
+    writer = _Writer(facts)
+    for earlier in range(index):
+        writer.section(title, planned, earlier, planned[earlier][1], english_note)
+    return writer.section(title, planned, index, words, english_note)
+
+
+def _cut(head: str, body: str, words: int) -> str:
+    """`head`, then `body` cut after the sentence that brings the whole nearest to `words` words (at least
+    one sentence of it is kept)."""
+    total = count_words(head)
+    pieces = re.findall(r"\S+\s*", body)
+    best, best_gap = len(pieces), -1
+    for index, piece in enumerate(pieces):
+        total += count_words(piece)
+        if piece.rstrip()[-1:] in (".", "!", "?", "…", "”"):
+            gap = abs(total - words)
+            if best_gap < 0 or gap < best_gap:
+                best, best_gap = index + 1, gap
+            elif total > words:
+                break
+    return f"{head}\n\n{''.join(pieces[:best]).rstrip()}"
 
 
 def _seed(facts: Facts) -> int:
@@ -462,34 +533,46 @@ class _Writer:
             out.append(self.render(pool, line_start=index == 0, require=required, paragraph=chosen))
         return " ".join(out)
 
-    def write(self, target_words: int, english_note: str | None) -> str:
-        f = self.facts
-        name = f.name[:1].upper() + f.name[1:] if f.generic else f.name
-        title = f"# {name}: {self.render(SUBTITLES, connect=False)}"
-        opener = GENERIC_LEAD if f.generic else self.render(LEAD_OPENERS, line_start=True)
+    def lead(self, english_note: str | None) -> str:
+        opener = GENERIC_LEAD if self.facts.generic else self.render(LEAD_OPENERS, line_start=True)
         lead = [opener, self.render(LEAD_FOLLOWERS, connect=False)]
         if english_note:
             lead.append(english_note)
-        sections = [s for s in SECTIONS if f.notable_works or not s.lists_works]
+        return " ".join(lead)
+
+    def works_list(self) -> str:
+        intro = self.render(LIST_INTROS, line_start=True)
+        return f"{intro}\n\n" + "\n".join(f"- *{w}*" for w in self.facts.notable_works)
+
+    def title(self) -> str:
+        f = self.facts
+        name = f.name[:1].upper() + f.name[1:] if f.generic else f.name
+        return f"{name}: {self.render(SUBTITLES, connect=False)}"
+
+    def sections(self) -> list[Section]:
+        return [s for s in SECTIONS if self.facts.notable_works or not s.lists_works]
+
+    def write(self, target_words: int, english_note: str | None, *, exact: bool = False) -> str:
+        title = f"# {self.title()}"
+        lead = self.lead(english_note)
+        sections = self.sections()
         headings = [self.rng.choice(s.headings) for s in sections]
-        preludes = {
-            index: f"{self.render(LIST_INTROS, line_start=True)}\n\n"
-            + "\n".join(f"- *{w}*" for w in f.notable_works)
-            for index, s in enumerate(sections)
-            if s.lists_works
-        }
+        preludes = {index: self.works_list() for index, s in enumerate(sections) if s.lists_works}
         paragraphs: list[list[str]] = [
             [self.paragraph(s, 2, require="note" if index == 0 else "")] for index, s in enumerate(sections)
         ]
 
-        def assemble() -> str:
-            parts = [title, " ".join(lead)]
+        def parts() -> list[str]:
+            parts = [title, lead]
             for index, heading in enumerate(headings):
                 parts.append(f"## {heading}")
                 if index in preludes:
                     parts.append(preludes[index])
                 parts.extend(paragraphs[index])
-            return "\n\n".join([*parts, CLOSING]) + "\n"
+            return parts
+
+        def assemble() -> str:
+            return "\n\n".join([*parts(), CLOSING]) + "\n"
 
         total = count_words(assemble())
         while total < target_words:
@@ -497,9 +580,66 @@ class _Writer:
             index = self.rng.choice([i for i, p in enumerate(paragraphs) if len(p) == fewest])
             addition = self.paragraph(sections[index], self.rng.randint(3, 5))
             words = count_words(addition)
-            # Stop at whichever side of the target is closer, rather than always overshooting.
-            if total + words - target_words > target_words - total:
+            # Stop at whichever side of the target is closer, rather than always overshooting (unless the
+            # text is to be cut to the target, which needs text past it).
+            if not exact and total + words - target_words > target_words - total:
                 break
             paragraphs[index].append(addition)
             total += words
-        return assemble()
+        if not exact:
+            return assemble()
+        # The title, the lead and the first heading stay; the cut falls after a sentence.
+        done = parts()
+        body = _cut("\n\n".join(done[:3]), "\n\n".join(done[3:]), target_words - count_words(CLOSING))
+        return f"{body}\n\n{CLOSING}\n"
+
+    def plan(self, target_words: int) -> dict[str, Any]:
+        sections = self.sections()
+        count = max(3, min(_MAX_PLANNED_SECTIONS, 2 + target_words // _SECTIONS_PER_WORDS))
+        middle = sorted(self.rng.sample(range(1, len(sections) - 1), count - 2))
+        chosen = [sections[0], *(sections[i] for i in middle), sections[-1]]
+        # Uneven shares, as a model would plan them, in round numbers; the last takes what is left.
+        weights = [self.rng.uniform(0.8, 1.2) for _ in chosen]
+        step = 10 if target_words >= 50 * count else 1
+        words = [max(step, round(target_words * w / sum(weights) / step) * step) for w in weights[:-1]]
+        words.append(target_words - sum(words))
+        if words[-1] < 1:
+            words = [target_words // count + (i < target_words % count) for i in range(count)]
+        name = self.static["name"]
+        return {
+            "title": self.title(),
+            "sections": [
+                {"title": self.rng.choice(s.headings), "point": s.point.format(name=name), "words": w}
+                for s, w in zip(chosen, words, strict=True)
+            ],
+        }
+
+    def material(self, heading: str, index: int, count: int) -> Section:
+        """The templates for a planned section: those whose heading it has (an outline of ours), or else
+        the ones at the same place in the portrait (someone else's outline)."""
+        sections = self.sections()
+        for section in sections:
+            if heading in section.headings:
+                return section
+        return sections[round(index * (len(sections) - 1) / max(1, count - 1))]
+
+    def section(
+        self, title: str, planned: Sequence[tuple[str, int]], index: int, words: int, note: str | None
+    ) -> str:
+        heading = planned[index][0]
+        material = self.material(heading, index, len(planned))
+        head = [f"# {title}", self.lead(note)] if index == 0 else []
+        head.append(f"## {heading}")
+        if material.lists_works and self.facts.notable_works:
+            head.append(self.works_list())
+        last = index == len(planned) - 1
+        ending = [self.render(CONCLUSIONS, line_start=True, connect=False), CLOSING] if last else []
+        target = words - count_words("\n\n".join(ending))
+        require = "note" if material is SECTIONS[0] else ""
+        paragraphs = [self.paragraph(material, 2, require=require)]
+        total = count_words("\n\n".join(head + paragraphs))
+        while total < target:  # past the target, to be cut back to it after a sentence
+            paragraphs.append(self.paragraph(material, self.rng.randint(3, 5)))
+            total += count_words(paragraphs[-1])
+        text = _cut("\n\n".join(head), "\n\n".join(paragraphs), target)
+        return "\n\n".join([text, *ending]) + ("\n" if last else "\n\n")

@@ -8,7 +8,7 @@ from app.catalog.service import CatalogService
 from app.generation.portrait import PortraitService
 from app.generation.ratelimit import GenerationLimiter
 from app.generation.registry import JobRegistry
-from app.generation.run import GenerationRun, Writer
+from app.generation.run import GenerationRun, LongForm, Writer
 from app.kit.clock import Clock
 from app.llm.breaker import Breaker
 from app.settings import Settings
@@ -28,15 +28,26 @@ def build_portraits(
         broker=broker, clock=clock, grace=settings.job_grace, retention=settings.job_retention
     )
     catalog.on_deleted.append(registry.cancel_artist)  # a deleted artist's running jobs end
+    breaker = Breaker(settings.breaker_fail_max, settings.breaker_reset_timeout, clock=clock)
     run = GenerationRun(
-        broker=broker, writer=writer, store=articles.store, system_prompt=settings.system_prompt
+        broker=broker,
+        writer=writer,
+        store=articles.store,
+        system_prompt=settings.system_prompt,
+        breaker=breaker,
+        longform=LongForm(
+            continuation=settings.llm_continuation,
+            max_continuations=settings.llm_max_continuations,
+            plan=settings.writer_plan,
+            total_timeout=settings.llm_total_timeout,
+        ),
     )
     return PortraitService(
         articles=articles,
         broker=broker,
         registry=registry,
         run=run,
-        breaker=Breaker(settings.breaker_fail_max, settings.breaker_reset_timeout, clock=clock),
+        breaker=breaker,
         limiter=GenerationLimiter(settings.generation_rate),
         sync_wait=settings.sync_wait,
     )

@@ -1,6 +1,7 @@
 """A stored article replayed through the same stream as a live job: `metadata` (cached: true), the text in
-block-sized `text` events, `done`. Numbered deterministically from the article alone, so a replay resumes
-from `Last-Event-ID` like a live job does."""
+block-sized `text` events, `done`; a planned portrait's `outline` first and each `section` where it began,
+so the page's table of contents is the same live and replayed. Numbered deterministically from the article
+alone, so a replay resumes from `Last-Event-ID` like a live job does."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 
 from app.articles.models import Article
 from app.articles.params import TARGET_WORDS
-from app.streaming.events import Done, Event, Metadata, Payload, Text, Usage
+from app.streaming.events import Done, Event, Metadata, Outline, OutlineSection, Payload, Section, Text, Usage
 
 # A block ends after a blank line; the separator stays with the block before it, so the deltas joined are
 # byte for byte the stored markdown.
@@ -37,7 +38,7 @@ def replay_events(article: Article, artist_name: str, stale: bool) -> list[Event
             started_at=article.created_at,
             stale=stale,
         ),
-        *(Text(block) for block in blocks(article.markdown)),
+        *_body(article),
         Done(
             article_id=article.id,
             version=article.version,
@@ -48,6 +49,33 @@ def replay_events(article: Article, artist_name: str, stale: bool) -> list[Event
             if usage is None
             else Usage(usage.get("prompt_tokens"), usage.get("completion_tokens")),
             duration_ms=article.duration_ms,
+            continuations=article.continuations,
+            length_score=article.length_score,
         ),
     ]
     return [Event(seq=seq, payload=payload) for seq, payload in enumerate(payloads, start=1)]
+
+
+def _body(article: Article) -> list[Payload]:
+    """The text in blocks; for a planned portrait, its outline first and each section's event where its
+    text began (an outline that does not fit the markdown, which cannot happen unless edited by hand,
+    replays as plain text rather than failing)."""
+    markdown, outline = article.markdown, article.outline
+    sections = outline.get("sections") if isinstance(outline, dict) else None
+    starts = [s.get("start") for s in sections] if isinstance(sections, list) else []
+    if not starts or not all(isinstance(start, int) and 0 <= start <= len(markdown) for start in starts):
+        return [Text(block) for block in blocks(markdown)]
+    if starts != sorted(starts):
+        return [Text(block) for block in blocks(markdown)]
+    assert isinstance(sections, list)
+    body: list[Payload] = [
+        Outline(
+            tuple(OutlineSection(str(s.get("title", "")), int(s.get("target_words", 0))) for s in sections)
+        )
+    ]
+    body += [Text(block) for block in blocks(markdown[: starts[0]])]
+    for index, (section, start) in enumerate(zip(sections, starts, strict=True)):
+        end = starts[index + 1] if index + 1 < len(starts) else len(markdown)
+        body.append(Section(index=index, title=str(section.get("title", ""))))
+        body += [Text(block) for block in blocks(markdown[start:end])]
+    return body

@@ -1,11 +1,20 @@
-"""One generation, as a job's task runs it: metadata, the upstream's text as it comes, the article stored,
+"""One generation, as a job's task runs it: metadata, the text as the upstream writes it, the article stored,
 then `done`; or an `error` and nothing stored. Everything it does goes into the job's event log.
 
-It is given its parts (the event log, a writer, a store, the breaker's permit), so a test runs it with a
-scripted writer and no server. The breaker's permit is resolved exactly once per job: `succeed` at the
-first text token, `fail` on a counted upstream error, `release` on cancellation or our own failure. An
-artist deleted before its portrait is stored ends the job `cancelled`, as the deletion asks: nothing is
-stored, and nothing is logged as a failure.
+A portrait is written by as many upstream calls as it takes (docs/longform.md):
+- a planned portrait (`ATELIER_WRITER_PLAN`) asks for an outline first (`outline`), then writes each section
+  in its own call (`section` before each), asking each for the words still missing;
+- a call cut by the token limit, or broken mid-stream (connection, silence, an upstream error) after text
+  was written, is continued (`ATELIER_LLM_CONTINUATION`): called again with the text so far as a trailing
+  assistant turn, its echo removed, a `continued` event at the seam; so is one that stops with open
+  structure (an unclosed fence, a heading at the very end);
+- when no continuation can be made (continuations spent, the circuit open, the upstream refusing the
+  request, the portrait's time spent), what was written is stored as `truncated`: never lost.
+
+Every call goes through the breaker: the first with the permit the job was started with, each later one
+with its own; a call counts as a success at its first text token and as a failure if it breaks, even after
+that token. An artist deleted before its portrait is stored ends the job `cancelled`, as the deletion asks.
+It needs nothing but the job (its facts and its text so far) to go on: a continuation is built from them.
 """
 
 from __future__ import annotations
@@ -17,23 +26,40 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from app.articles.models import Article
 from app.articles.params import TARGET_WORDS
 from app.articles.service import ArticleDraft, ArtistGone
+from app.generation import prompt
 from app.generation.jobs import CANCELLED_MESSAGE, Job, JobError, Status
-from app.generation.prompt import build_messages
+from app.generation.longform import EchoFilter, Plan, length_score, next_ask, open_structure, parse_outline
+from app.kit.text import count_words
 from app.llm import errors
-from app.llm.breaker import Permit
-from app.llm.client import ChatModel, Finish, TextDelta
+from app.llm.breaker import Breaker, Permit
+from app.llm.client import ChatModel, Finish, Messages, TextDelta
 from app.llm.errors import NOT_RETRYABLE, UpstreamError
 from app.streaming.broker import Broker
-from app.streaming.events import Done, Error, Metadata, Text, Usage
+from app.streaming.events import (
+    Continued,
+    Done,
+    Error,
+    Metadata,
+    Outline,
+    OutlineSection,
+    Section,
+    Text,
+    Usage,
+)
 
 log = logging.getLogger("atelier.jobs")
 
 INTERNAL_ERROR_MESSAGE = "Something went wrong on our side; it has been logged."
 Store = Callable[[ArticleDraft], Awaitable[Article]]
+ContinuationMode = Literal["prefix", "prefill", "off"]
+PlanMode = Literal["auto", "always", "never"]
+# Failures after which a portrait goes on with another call (the contract's "Long portraits").
+CONTINUABLE = frozenset({"upstream_connection", "upstream_timeout", "upstream_error"})
 
 
 def error_event(code: str, message: str, retry_after: float | None = None) -> Error:
@@ -55,12 +81,87 @@ class Writer:
     kind: str  # "demo" or "upstream"
 
 
+@dataclass(frozen=True)
+class LongForm:
+    """How a portrait is written across calls (settings: ATELIER_LLM_CONTINUATION, _MAX_CONTINUATIONS,
+    ATELIER_WRITER_PLAN, ATELIER_LLM_TOTAL_TIMEOUT)."""
+
+    continuation: ContinuationMode = "prefix"
+    max_continuations: int = 6
+    plan: PlanMode = "never"
+    total_timeout: float = 600.0
+
+    def plans(self, length: str) -> bool:
+        return self.plan == "always" or (self.plan == "auto" and length == "long")
+
+
+class Cut(Exception):
+    """The portrait cannot go on, and text was written: it is stored as `truncated`, ending as `reason`
+    says (`length`, `stop` for open structure, or the code of the error that stopped it)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Tally:
+    """What the calls of one portrait add up to."""
+
+    started: float
+    deadline: float
+    permit: Permit | None  # the job's own, for its first call
+    continuations: int = 0
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
+    finish_reason: str = "stop"
+    truncated: bool = False
+    ttft_ms: int | None = None
+
+    def add(self, finish: Finish) -> None:
+        self.finish_reason = finish.reason
+        usage = finish.usage
+        # summed over the calls; unknown as soon as one call did not say
+        prompt_tokens = None if usage is None else usage.prompt_tokens
+        completion_tokens = None if usage is None else usage.completion_tokens
+        self.prompt_tokens = (
+            None
+            if self.prompt_tokens is None or prompt_tokens is None
+            else (self.prompt_tokens + prompt_tokens)
+        )
+        self.completion_tokens = (
+            None
+            if self.completion_tokens is None or completion_tokens is None
+            else self.completion_tokens + completion_tokens
+        )
+
+    def usage_unknown(self) -> None:
+        self.prompt_tokens = self.completion_tokens = None
+
+    @property
+    def usage(self) -> Usage | None:
+        if self.prompt_tokens is None and self.completion_tokens is None:
+            return None
+        return Usage(self.prompt_tokens, self.completion_tokens)
+
+
 class GenerationRun:
-    def __init__(self, *, broker: Broker, writer: Writer, store: Store, system_prompt: str) -> None:
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        writer: Writer,
+        store: Store,
+        system_prompt: str,
+        breaker: Breaker,
+        longform: LongForm | None = None,
+    ) -> None:
         self.broker = broker
         self.writer = writer
         self.store = store
         self.system_prompt = system_prompt
+        self.breaker = breaker
+        self.longform = longform or LongForm()
 
     def metadata(
         self,
@@ -90,7 +191,7 @@ class GenerationRun:
 
     async def __call__(self, job: Job, permit: Permit) -> None:
         started = time.monotonic()
-        ttft_ms: int | None = None
+        tally = Tally(started=started, deadline=started + self.longform.total_timeout, permit=permit)
         job.status = "running"
         try:
             metadata = self.metadata(
@@ -102,74 +203,248 @@ class GenerationRun:
                 started_at=job.started_at,
             )
             await self.broker.append(job.id, metadata)
-            messages = build_messages(self.system_prompt, job.facts, job.language, job.length)
-            finish: Finish | None = None
-            async with aclosing(self.writer.model.stream(messages)) as chunks:
-                async for chunk in chunks:
-                    if isinstance(chunk, TextDelta):
-                        if ttft_ms is None:
-                            ttft_ms = round((time.monotonic() - started) * 1000)
-                            await permit.succeed()  # the trial succeeds at its first text token
-                        job.parts.append(chunk.text)
-                        await self.broker.append(job.id, Text(chunk.text))
-                    else:
-                        finish = chunk
-            markdown = job.text
-            if finish is None or not markdown.strip():
+            outline: dict[str, object] | None = None
+            try:
+                plan = await self._outline(job, tally) if self.longform.plans(job.length) else None
+                if plan is not None:
+                    outline = await self._write_plan(job, plan, tally)
+                else:
+                    await self._write(job, self._messages(job), tally, start=0)
+            except Cut as cut:
+                tally.truncated, tally.finish_reason = True, cut.reason
+            if not job.text.strip():
                 raise errors.upstream_bad_response("The writing service returned an empty portrait.")
-            await permit.succeed()
-            usage = None
-            if finish.usage is not None:
-                usage = Usage(finish.usage.prompt_tokens, finish.usage.completion_tokens)
-            duration_ms = round((time.monotonic() - started) * 1000)
-            article = await self._store(
-                ArticleDraft(
-                    artist_id=job.artist_id,
-                    language=job.language,
-                    length=job.length,
-                    markdown=markdown,
-                    model=self.writer.model.model,
-                    writer=self.writer.kind,
-                    finish_reason=finish.reason,
-                    usage=None
-                    if usage is None
-                    else {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
-                    duration_ms=duration_ms,
-                    ttft_ms=ttft_ms,
-                    job_id=job.id,
-                    facts_version=job.facts_version,
-                )
-            )
-            job.article_id, job.version = article.id, article.version
-            await self.broker.append(
-                job.id,
-                Done(
-                    article_id=article.id,
-                    version=article.version,
-                    words=article.words,
-                    finish_reason=finish.reason,
-                    truncated=article.truncated,
-                    usage=usage,
-                    duration_ms=duration_ms,
-                ),
-            )
-            job.status = "done"
+            await self._finish(job, tally, outline)
         except UpstreamError as exc:
-            await permit.fail(exc)
+            if tally.permit is not None:
+                await tally.permit.fail(exc)  # failed before its first call could be made
+                tally.permit = None
             await self._fail(job, exc.code, exc.message, exc.retry_after)
         except asyncio.CancelledError:
-            await permit.release()  # a reader leaving says nothing about the upstream's health
+            await self._release(tally)  # a reader leaving says nothing about the upstream's health
             await self._fail(job, "cancelled", CANCELLED_MESSAGE, None, status="cancelled")
         except ArtistGone:
             # Deleted while we wrote or stored: the deletion cancels its jobs (catalog's on_deleted), and
             # its commit may land before that cancel does. Either way the end is the same: cancelled, and
             # nothing stored.
-            await permit.release()
+            await self._release(tally)
             await self._fail(job, "cancelled", CANCELLED_MESSAGE, None, status="cancelled")
         except Exception:
             log.exception("job %s failed", job.id)
-            await permit.release()
+            await self._release(tally)
             await self._fail(job, "internal_error", INTERNAL_ERROR_MESSAGE, None)
+
+    def _messages(self, job: Job) -> Messages:
+        return prompt.build_messages(self.system_prompt, job.facts, job.language, job.length)
+
+    # --- the calls -------------------------------------------------------------------------------------
+
+    async def _permit(self, job: Job, tally: Tally) -> Permit:
+        """The breaker's permit for the next call: the job's own for its first, then one each. An open
+        circuit stops a portrait that has text as a cut (stored truncated), one without as its error."""
+        if tally.permit is not None:
+            permit, tally.permit = tally.permit, None
+            return permit
+        try:
+            return await self.breaker.acquire()
+        except UpstreamError as exc:
+            if job.text:
+                raise Cut(exc.code) from None
+            raise
+
+    async def _release(self, tally: Tally) -> None:
+        if tally.permit is not None:
+            await tally.permit.release()
+            tally.permit = None
+
+    async def _call(
+        self, job: Job, messages: Messages, permit: Permit, tally: Tally, *, echo: str, emit: bool
+    ) -> tuple[Finish, str]:
+        """One upstream call: its finish and its new text (the echo of `echo` removed), sent to readers
+        as it comes when `emit`. The permit is resolved here: success at the first text, failure if the
+        call breaks (also after that), released if it is cancelled."""
+        echoes = EchoFilter(echo)
+        written: list[str] = []
+        finish: Finish | None = None
+        try:
+            time_left = tally.deadline - time.monotonic()
+            async with aclosing(self.writer.model.stream(messages, time_left=time_left)) as chunks:
+                async for chunk in chunks:
+                    if isinstance(chunk, TextDelta):
+                        if not permit.resolved:
+                            await permit.succeed()  # the call (a trial too) succeeds at its first text
+                        text = echoes.feed(chunk.text)
+                        if text:
+                            await self._text(job, text, written, tally, emit)
+                    else:
+                        finish = chunk
+            if finish is None:
+                raise errors.upstream_bad_response("The writing service ended without finishing.")
+            # Stopped while still repeating the text it was given: not proven an echo, so it is kept.
+            held = echoes.end()
+            if held:
+                await self._text(job, held, written, tally, emit)
+        except UpstreamError as exc:
+            await permit.fail(exc)
+            raise
+        except BaseException:
+            await permit.release()
+            raise
+        await permit.succeed()  # a call that finished without text still answered
+        return finish, "".join(written)
+
+    async def _text(self, job: Job, text: str, written: list[str], tally: Tally, emit: bool) -> None:
+        written.append(text)
+        if not emit:
+            return
+        if tally.ttft_ms is None:
+            tally.ttft_ms = round((time.monotonic() - tally.started) * 1000)
+        job.parts.append(text)
+        await self.broker.append(job.id, Text(text))
+
+    async def _write(self, job: Job, messages: Messages, tally: Tally, *, start: int) -> None:
+        """Write one unit (the whole portrait, or one section, whose text begins at `start` in the job's
+        text) with as many continuations as it takes and the settings allow."""
+        mode = self.longform.continuation
+        call_messages, echo = messages, ""
+        permit = await self._permit(job, tally)
+        while True:
+            try:
+                finish, _ = await self._call(job, call_messages, permit, tally, echo=echo, emit=True)
+            except UpstreamError as exc:
+                if not job.text or mode == "off":
+                    raise  # nothing to keep, or continuation off: the portrait fails as it always did
+                tally.usage_unknown()  # a broken call reports no usage: the sum is unknown
+                if exc.code not in CONTINUABLE or not exc.counts or not exc.resumable:
+                    raise Cut(exc.code) from None  # refused, or out of time: keep what was written
+                reason = exc.code
+            else:
+                tally.add(finish)
+                unit = job.text[start:]
+                if finish.reason == "length":
+                    reason = "length"
+                elif open_structure(unit) is not None:
+                    reason = "stop"
+                else:
+                    return
+                if mode == "off":
+                    raise Cut(reason)
+            if tally.continuations >= self.longform.max_continuations:
+                raise Cut(reason)
+            # the next call's permit before its seam: a circuit that refuses it leaves no seam behind
+            permit = await self._permit(job, tally)
+            tally.continuations += 1
+            await self.broker.append(job.id, Continued(reason=reason, attempt=tally.continuations))
+            unit = job.text[start:]
+            # go on from this unit's text; with none yet (a section that broke before its first word), ask again
+            call_messages = prompt.continuation_messages(messages, unit, mode) if unit else messages
+            echo = unit
+
+    # --- planned portraits -----------------------------------------------------------------------------
+
+    async def _outline(self, job: Job, tally: Tally) -> Plan | None:
+        """The outline, or None to write in one call when it cannot be read. A failed outline call fails
+        the portrait like any call that fails before the first word (nothing written, nothing stored)."""
+        messages = prompt.outline_messages(self.system_prompt, job.facts, job.language, job.length)
+        permit = await self._permit(job, tally)
+        finish, text = await self._call(job, messages, permit, tally, echo="", emit=False)
+        tally.add(finish)
+        plan = parse_outline(text, TARGET_WORDS[job.length])
+        if plan is None:
+            log.info("job %s: the outline could not be read: writing in one call", job.id)
+        return plan
+
+    async def _write_plan(self, job: Job, plan: Plan, tally: Tally) -> dict[str, object]:
+        """Each section in its own call, in order; the outline as stored with the version (each section's
+        start in the markdown, so a replay can announce it where it began)."""
+        target = TARGET_WORDS[job.length]
+        planned = [section.target_words for section in plan.sections]
+        sections = plan.as_prompt()
+        await self.broker.append(
+            job.id,
+            Outline(tuple(OutlineSection(s.title, s.target_words) for s in plan.sections)),
+        )
+        starts: list[int] = []
+        asked = written = 0
+        for index, section in enumerate(plan.sections):
+            if job.text and not job.text.endswith("\n\n"):
+                # sections are blocks: the next heading starts after a blank line
+                separator = "\n\n" if not job.text.endswith("\n") else "\n"
+                job.parts.append(separator)
+                await self.broker.append(job.id, Text(separator))
+            await self.broker.append(job.id, Section(index=index, title=section.title))
+            start = len(job.text)
+            starts.append(start)
+            words_so_far = count_words(job.text)
+            ratio = written / asked if asked else 1.0
+            ask = next_ask(target, words_so_far, planned, index, ratio)
+            messages = prompt.section_messages(
+                self.system_prompt,
+                job.facts,
+                job.language,
+                title=plan.title,
+                sections=sections,
+                index=index,
+                words=ask,
+                so_far=job.text,
+            )
+            await self._write(job, messages, tally, start=start)
+            asked += ask
+            written += count_words(job.text[start:])
+        return {
+            "title": plan.title,
+            "sections": [
+                {"title": s.title, "target_words": s.target_words, "start": start}
+                for s, start in zip(plan.sections, starts, strict=True)
+            ],
+        }
+
+    # --- the end ---------------------------------------------------------------------------------------
+
+    async def _finish(self, job: Job, tally: Tally, outline: dict[str, object] | None) -> None:
+        markdown = job.text
+        usage = tally.usage
+        duration_ms = round((time.monotonic() - tally.started) * 1000)
+        words = count_words(markdown)
+        score = length_score(TARGET_WORDS[job.length], words)
+        article = await self._store(
+            ArticleDraft(
+                artist_id=job.artist_id,
+                language=job.language,
+                length=job.length,
+                markdown=markdown,
+                model=self.writer.model.model,
+                writer=self.writer.kind,
+                finish_reason=tally.finish_reason,
+                usage=None
+                if usage is None
+                else {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+                duration_ms=duration_ms,
+                ttft_ms=tally.ttft_ms,
+                job_id=job.id,
+                facts_version=job.facts_version,
+                truncated=tally.truncated,
+                continuations=tally.continuations,
+                length_score=score,
+                outline=outline,
+            )
+        )
+        job.article_id, job.version = article.id, article.version
+        await self.broker.append(
+            job.id,
+            Done(
+                article_id=article.id,
+                version=article.version,
+                words=article.words,
+                finish_reason=tally.finish_reason,
+                truncated=article.truncated,
+                usage=usage,
+                duration_ms=duration_ms,
+                continuations=tally.continuations,
+                length_score=score,
+            ),
+        )
+        job.status = "done"
 
     async def _store(self, draft: ArticleDraft) -> Article:
         """Store a complete portrait even if the job is cancelled meanwhile: a reader leaving at this very

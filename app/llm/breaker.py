@@ -5,7 +5,8 @@ The rules, in pure functions over one `Circuit` value:
 - `acquire()` before a generation: fails fast while open (`retry_after` = seconds until the trial); when
   the reset timeout has passed, moves to half-open and hands out exactly one trial permit; everyone else
   fails fast until the trial resolves.
-- `Permit.succeed()` at the first text token; `Permit.fail()` on an upstream failure that counts;
+- `Permit.succeed()` at the first text token; `Permit.fail()` on an upstream failure that counts (also
+  after the first token: a call that breaks mid-stream failed, even when the portrait is continued);
   `Permit.release()` when nothing was learned (a reader left, our request was wrong): neither outcome.
 - Only outcomes of calls made while closed, or of the trial while half-open, are recorded: a stale result
   from a generation that started before the circuit opened decides nothing (`period` numbers the states).
@@ -149,15 +150,17 @@ class Breaker:
             return False  # acquired before the circuit changed state (even if it has closed again since)
         return circuit.state == CLOSED or (circuit.state == HALF_OPEN and permit.trial)
 
-    async def _succeed(self, permit: Permit) -> None:
-        def rule(circuit: Circuit) -> tuple[Circuit, None]:
-            if not self._records(circuit, permit):
-                return circuit, None
-            if circuit.state == HALF_OPEN:
-                return _transition(circuit, CLOSED, failures=0, opened_at=None), None
-            return replace(circuit, failures=0), None
+    async def _succeed(self, permit: Permit) -> int:
+        """Record a success; the failures it reset (a call that breaks later takes them back)."""
 
-        await self._rules.apply(rule)
+        def rule(circuit: Circuit) -> tuple[Circuit, int]:
+            if not self._records(circuit, permit):
+                return circuit, 0
+            if circuit.state == HALF_OPEN:
+                return _transition(circuit, CLOSED, failures=0, opened_at=None), 0
+            return replace(circuit, failures=0), circuit.failures
+
+        return await self._rules.apply(rule)
 
     async def _fail(self, permit: Permit) -> None:
         now = self.clock.time()
@@ -167,6 +170,23 @@ class Breaker:
                 return circuit, None
             failures = circuit.failures + 1
             if circuit.state == HALF_OPEN or failures >= self.fail_max:
+                return _transition(circuit, OPEN, failures=failures, opened_at=now), None
+            return replace(circuit, failures=failures), None
+
+        await self._rules.apply(rule)
+
+    async def _fail_after_success(self, reset: int) -> None:
+        """A call that had succeeded (its first token) broke later: counted while the circuit is closed
+        (its success closed it, or it was closed), on top of the `reset` failures its success had cleared,
+        so an upstream whose every stream breaks mid-way still opens the circuit; an opened circuit needs
+        no more evidence."""
+        now = self.clock.time()
+
+        def rule(circuit: Circuit) -> tuple[Circuit, None]:
+            if circuit.state != CLOSED:
+                return circuit, None
+            failures = max(circuit.failures, reset) + 1
+            if failures >= self.fail_max:
                 return _transition(circuit, OPEN, failures=failures, opened_at=now), None
             return replace(circuit, failures=failures), None
 
@@ -197,16 +217,24 @@ class Permit:
         self.trial = trial
         self.period = period
         self.resolved = False
+        self.succeeded = False
+        self._reset = 0  # the failures this permit's success cleared
 
     async def succeed(self) -> None:
         if self._resolve():
-            await self.breaker._succeed(self)
+            self.succeeded = True
+            self._reset = await self.breaker._succeed(self)
 
     async def fail(self, exc: UpstreamError) -> None:
+        """A counted failure; also after the call's first token (a stream that breaks mid-way is a failed
+        call even when the portrait goes on with a continuation), then against the circuit as it is."""
         if not exc.counts:
             await self.release()
         elif self._resolve():
             await self.breaker._fail(self)
+        elif self.succeeded:
+            self.succeeded = False  # one call, one failure
+            await self.breaker._fail_after_success(self._reset)
 
     async def release(self) -> None:
         if self._resolve():

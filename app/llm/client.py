@@ -62,7 +62,8 @@ class Finish:
 
 
 Chunk = TextDelta | Finish
-Messages = list[dict[str, str]]
+# Chat messages as sent: `role` and `content`, and `prefix: true` on a continued assistant turn (Mistral).
+Messages = list[dict[str, Any]]
 
 
 class ChatModel(Protocol):
@@ -72,7 +73,9 @@ class ChatModel(Protocol):
     @property
     def model(self) -> str: ...
 
-    def stream(self, messages: Messages) -> AsyncGenerator[Chunk, None]: ...
+    def stream(self, messages: Messages, *, time_left: float | None = None) -> AsyncGenerator[Chunk, None]:
+        """One call; `time_left`: what remains of the whole portrait's time (all its calls together)."""
+        ...
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -199,7 +202,7 @@ class _Watchdog:
             self._timer = self._loop.call_at(due, self._check)
             return
         if due >= self._deadline:
-            self._expired = errors.upstream_timeout("The portrait took longer than allowed.")
+            self._expired = errors.upstream_timeout("The portrait took longer than allowed.", resumable=False)
         else:
             self._expired = errors.upstream_timeout("The writing service went silent.")
         self._task.cancel()
@@ -208,7 +211,7 @@ class _Watchdog:
         if self._loop.time() >= self._deadline:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never awaited: close it, or Python warns about it
-            raise errors.upstream_timeout("The portrait took longer than allowed.")
+            raise errors.upstream_timeout("The portrait took longer than allowed.", resumable=False)
         self._task = asyncio.current_task()
         # cancellations already requested (and still pending) are not ours to turn into a timeout
         cancelling = self._task.cancelling() if self._task is not None else 0
@@ -237,7 +240,7 @@ class LLMClient:
     def model(self) -> str:
         return self.config.model
 
-    def request_body(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+    def request_body(self, messages: Messages) -> dict[str, Any]:
         # Only fields every target accepts: Mistral answers 422 to unknown ones such as `stream_options`.
         return {
             "model": self.config.model,
@@ -247,7 +250,9 @@ class LLMClient:
             "temperature": self.config.temperature,
         }
 
-    async def stream(self, messages: list[dict[str, str]]) -> AsyncGenerator[Chunk, None]:
+    async def stream(
+        self, messages: Messages, *, time_left: float | None = None
+    ) -> AsyncGenerator[Chunk, None]:
         """Yield the text as it arrives, then one `Finish`; raise `UpstreamError` on any failure.
 
         Every wait is bounded: connecting by the connect timeout, each chunk (the first included) by the
@@ -263,7 +268,8 @@ class LLMClient:
         )
 
         async with AsyncExitStack() as stack:
-            watchdog = _Watchdog(config.idle_timeout, config.total_timeout)
+            total = config.total_timeout if time_left is None else min(config.total_timeout, time_left)
+            watchdog = _Watchdog(config.idle_timeout, total)
             stack.callback(watchdog.close)
             try:
                 response = await watchdog.wait(

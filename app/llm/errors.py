@@ -17,6 +17,9 @@ class UpstreamError(Exception):
     message: str
     retry_after: float | None = None
     counts: bool = True
+    # Whether the portrait may go on after it with another call (a continuation): not after the whole
+    # portrait's time ran out, which bounds every call together.
+    resumable: bool = True
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -47,8 +50,8 @@ def upstream_connection(message: str) -> UpstreamError:
     return UpstreamError("upstream_connection", message)
 
 
-def upstream_timeout(message: str) -> UpstreamError:
-    return UpstreamError("upstream_timeout", message)
+def upstream_timeout(message: str, *, resumable: bool = True) -> UpstreamError:
+    return UpstreamError("upstream_timeout", message, resumable=resumable)
 
 
 def upstream_bad_response(message: str) -> UpstreamError:

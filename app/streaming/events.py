@@ -114,6 +114,8 @@ class Done:
     truncated: bool
     usage: Usage | None
     duration_ms: int
+    continuations: int = 0  # seams: calls made to go on after a cut
+    length_score: float | None = None  # LongBench-Write's S_l against the target length
 
     def data(self) -> dict[str, Any]:
         usage = self.usage
@@ -128,6 +130,8 @@ class Done:
             if usage is None
             else {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
             "duration_ms": self.duration_ms,
+            "continuations": self.continuations,
+            "length_score": self.length_score,
         }
 
 

@@ -42,14 +42,18 @@ class ScriptedChat:
         self._scripts = [list(s) for s in scripts]
         self._model = model
         self.calls: list[Messages] = []  # the messages of every call, in order
+        self.time_left: list[float | None] = []  # what each call was told remains of the portrait's time
         self.closed = 0  # streams closed (finished, failed or cancelled)
 
     @property
     def model(self) -> str:
         return self._model
 
-    async def stream(self, messages: Messages) -> AsyncGenerator[Chunk, None]:
+    async def stream(
+        self, messages: Messages, *, time_left: float | None = None
+    ) -> AsyncGenerator[Chunk, None]:
         self.calls.append(messages)
+        self.time_left.append(time_left)
         steps = self._scripts.pop(0) if self._scripts else []
         try:
             for step in steps:

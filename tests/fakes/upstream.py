@@ -34,13 +34,14 @@ MODEL = "mistral-small-latest"
 CHAT_PATH = "/v1/chat/completions"
 STARTUP_DEADLINE = 10.0
 DROP_GRACE = 1.0
+GATE_POLL = 0.005
 
 Scope = Mapping[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-StepKind = Literal["start", "send", "pause", "hang", "drop"]
+StepKind = Literal["start", "send", "pause", "hang", "drop", "wait"]
 
 
 # --- script ------------------------------------------------------------------------------------------
@@ -53,6 +54,7 @@ class Step:
     kind: StepKind
     data: bytes = b""
     seconds: float = 0.0
+    gate: threading.Event | None = None
 
 
 def send(data: bytes | str) -> Step:
@@ -74,6 +76,12 @@ def pause(seconds: float) -> Step:
 def hang() -> Step:
     """Wait until the client disconnects (or the fake stops)."""
     return Step("hang")
+
+
+def wait(gate: threading.Event) -> Step:
+    """Wait until the test sets `gate` (or the client disconnects, or the fake stops): act mid-response,
+    then let it go on."""
+    return Step("wait", gate=gate)
 
 
 def drop() -> Step:
@@ -406,6 +414,11 @@ class FakeUpstream:
                     await asyncio.wait_for(exchange.interrupt.wait(), step.seconds)
             elif step.kind == "hang":
                 await exchange.interrupt.wait()
+            elif step.kind == "wait":
+                assert step.gate is not None
+                while not step.gate.is_set() and not exchange.interrupt.is_set():
+                    with suppress(TimeoutError):  # a thread's Event: looked at every GATE_POLL seconds
+                        await asyncio.wait_for(exchange.interrupt.wait(), GATE_POLL)
             elif step.kind == "drop":
                 exchange.ended = True
                 await self._drop(exchange, send)

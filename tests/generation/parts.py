@@ -84,6 +84,10 @@ async def generation_parts(
     rate: str = "1000/minute",
     sync_wait: float = 5.0,
     writer_kind: str = "upstream",
+    plan: str = "never",
+    continuation: str = "prefix",
+    max_continuations: int = 6,
+    total_timeout: float = 600.0,
 ) -> AsyncIterator[GenerationParts]:
     """The core as `app.main.services()` builds it (`build_portraits`), on a SQLite file, with a scripted
     chat model and a manual clock."""
@@ -97,6 +101,10 @@ async def generation_parts(
         breaker_reset_timeout=reset_timeout,
         generation_rate=rate,
         sync_wait=sync_wait,
+        writer_plan=plan,  # one call per portrait unless a test plans
+        llm_continuation=continuation,
+        llm_max_continuations=max_continuations,
+        llm_total_timeout=total_timeout,
     )
     engine = create_engine(database_url)
     clock = ManualClock()

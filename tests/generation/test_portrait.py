@@ -444,7 +444,7 @@ def test_open_when_origin_sync_then_waits_and_returns_new_article(sqlite_databas
 def test_open_when_origin_sync_and_generation_fails_then_failed_with_code(sqlite_database: str) -> None:
     async def scenario() -> None:
         failure = errors.upstream_timeout("The writing service took too long.")
-        async with generation_parts(sqlite_database, ["Hel", failure]) as parts:
+        async with generation_parts(sqlite_database, ["Hel", failure], continuation="off") as parts:
             artist = await parts.add_artist()
             async with asyncio.timeout(1):
                 outcome = await parts.portraits.open(parts.request(artist.id, origin="sync"))

@@ -377,13 +377,15 @@ def test_cancel_when_job_is_writing_then_it_ends_cancelled_with_error_event_last
         async with registry_parts() as parts:
             gate = Gate()
             chat = ScriptedChat(["Hello ", gate, "world.", Finish("stop", USAGE)])
+            breaker = Breaker(2, 30.0, clock=parts.clock)
             run = GenerationRun(
                 broker=parts.broker,
                 writer=Writer(chat, "upstream"),
                 store=never_stored,
                 system_prompt="You write portraits.",
+                breaker=breaker,
             )
-            permit = await Breaker(2, 30.0, clock=parts.clock).acquire()
+            permit = await breaker.acquire()
             job = make_job(origin="job")
             await parts.registry.launch(job, lambda job: run(job, permit))
             async with asyncio.timeout(1):

@@ -81,9 +81,10 @@ async def stored(parts: GenerationParts, artist: Artist, length: str = "long") -
 
 
 async def half_open_trial(parts: GenerationParts) -> Permit:
-    """Open the circuit (the parts are built with fail_max=1), let the reset timeout pass, take the trial."""
-    failing = await parts.breaker.acquire()
-    await failing.fail(errors.upstream_error("The writing service failed (HTTP 500)."))
+    """Open the circuit (as many failures as the parts' fail_max), let the reset timeout pass, take the trial."""
+    for _ in range(parts.breaker.fail_max):
+        failing = await parts.breaker.acquire()
+        await failing.fail(errors.upstream_error("The writing service failed (HTTP 500)."))
     parts.clock.advance(RESET)
     trial = await parts.breaker.acquire()
     assert trial.trial
@@ -154,6 +155,8 @@ def test_run_when_script_writes_then_exact_events_and_markdown_stored_byte_for_b
                     truncated=False,
                     usage=Usage(prompt_tokens=10, completion_tokens=20),
                     duration_ms=done.duration_ms,
+                    continuations=0,
+                    length_score=0.0,  # 10 words of 1,500: S_l floors at 0
                 ),
             ]
             assert [event.seq for event in events] == list(range(1, len(deltas) + 3))
@@ -169,11 +172,12 @@ def test_run_when_script_writes_then_exact_events_and_markdown_stored_byte_for_b
     asyncio.run(scenario())
 
 
-def test_run_when_finish_reason_is_length_then_stored_truncated_and_done_says_truncated(
+def test_run_when_finish_reason_is_length_and_continuation_off_then_stored_truncated(
     sqlite_database: str,
 ) -> None:
     async def scenario() -> None:
-        async with parts_with(sqlite_database, *script("The High ", "Priestess", reason="length")) as parts:
+        steps = script("The High ", "Priestess", reason="length")
+        async with parts_with(sqlite_database, *steps, continuation="off") as parts:
             artist = await parts.add_artist()
             _job, events = await generate(parts, artist)
 
@@ -234,13 +238,13 @@ def test_run_when_counted_upstream_error_before_first_token_then_error_event_and
     asyncio.run(scenario())
 
 
-def test_run_when_counted_upstream_error_after_first_token_then_error_event_and_no_failure_counted(
+def test_run_when_error_after_first_token_and_continuation_off_then_error_event_and_one_failure(
     sqlite_database: str,
 ) -> None:
     failure = errors.upstream_error("The writing service reported an error while writing.")
 
     async def scenario() -> None:
-        async with parts_with(sqlite_database, "The High ", failure) as parts:
+        async with parts_with(sqlite_database, "The High ", failure, continuation="off") as parts:
             artist = await parts.add_artist()
             job, events = await generate(parts, artist)
 
@@ -250,8 +254,8 @@ def test_run_when_counted_upstream_error_after_first_token_then_error_event_and_
             ]
             assert job.status == "error"
             assert await stored(parts, artist) is None
-            # the first token already told the breaker the upstream answers: the later failure is not counted
-            assert (await parts.breaker.storage.load()).failures == 0
+            # a call that breaks after its first token failed (the contract's "Long portraits")
+            assert (await parts.breaker.storage.load()).failures == 1
 
     asyncio.run(scenario())
 
@@ -317,6 +321,7 @@ def test_run_when_store_fails_then_internal_error_and_job_errors(sqlite_database
                 writer=Writer(parts.chat, "upstream"),
                 store=failing_store,
                 system_prompt=SYSTEM_PROMPT,
+                breaker=parts.breaker,
             )
             artist = await parts.add_artist()
             job = make_job(artist)
@@ -368,7 +373,7 @@ def test_run_when_cancelled_mid_stream_then_cancelled_error_nothing_stored_and_t
     asyncio.run(scenario())
 
 
-def test_run_when_first_token_arrives_during_half_open_trial_then_circuit_closes_even_if_stream_fails(
+def test_run_when_first_token_arrives_during_half_open_trial_then_circuit_closes_and_the_break_counts(
     sqlite_database: str,
 ) -> None:
     failure = errors.upstream_error("The writing service reported an error while writing.")
@@ -376,7 +381,7 @@ def test_run_when_first_token_arrives_during_half_open_trial_then_circuit_closes
     async def scenario() -> None:
         gate = Gate()
         async with parts_with(
-            sqlite_database, "The High ", gate, failure, fail_max=1, reset_timeout=RESET
+            sqlite_database, "The High ", gate, failure, fail_max=2, reset_timeout=RESET, continuation="off"
         ) as parts:
             artist = await parts.add_artist()
             trial = await half_open_trial(parts)
@@ -394,10 +399,8 @@ def test_run_when_first_token_arrives_during_half_open_trial_then_circuit_closes
                 Error("upstream_error", failure.message, retryable=True, retry_after=None),
             ]
             circuit = await parts.breaker.storage.load()
-            assert (circuit.state, circuit.failures) == (
-                CLOSED,
-                0,
-            )  # the trial was resolved once, at the token
+            # closed at the token; the break after it is one failure of the closed circuit
+            assert (circuit.state, circuit.failures) == (CLOSED, 1)
             assert (await parts.breaker.acquire()).trial is False
 
     asyncio.run(scenario())
@@ -449,6 +452,7 @@ def test_run_when_cancelled_twice_while_storing_then_the_finished_portrait_is_st
                 writer=Writer(parts.chat, "upstream"),
                 store=slow_store,
                 system_prompt=SYSTEM_PROMPT,
+                breaker=parts.breaker,
             )
             artist = await parts.add_artist()
             job = make_job(artist, origin="stream")
@@ -502,6 +506,7 @@ def test_run_when_artist_deleted_while_inside_the_store_then_cancelled_and_nothi
                 writer=Writer(parts.chat, "upstream"),
                 store=store_after_the_delete,
                 system_prompt=SYSTEM_PROMPT,
+                breaker=parts.breaker,
             )
             artist = await parts.add_artist()
             job = make_job(artist)

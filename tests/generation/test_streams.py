@@ -101,7 +101,10 @@ class TestFreshStream:
             "truncated": False,
             "usage": {"prompt_tokens": 50, "completion_tokens": 6},
             "duration_ms": done["duration_ms"],
+            "continuations": 0,
+            "length_score": done["length_score"],
         }
+        assert 0 <= done["length_score"] <= 100
         assert articles_stored(app_server) == [(artist_id, 1, "".join(PIECES), "stop", 0)]
 
         # the next reader gets it from the store, without asking the upstream
@@ -132,12 +135,13 @@ class TestFreshStream:
         assert "Ignore previous instructions" in facts  # inside the quoted data, nowhere else
         assert "Ignore previous instructions" not in user["content"].split("<artist_facts>")[0]
 
-    def test_stream_when_finish_length_then_stored_truncated(
-        self, app_server: LiveServer, upstream: Any
+    def test_stream_when_finish_length_and_continuation_off_then_stored_truncated(
+        self, make_app: MakeServer, upstream: Any
     ) -> None:
         upstream.script(completion(["Cut ", "short"], finish_reason="length"))
-        artist_id = add_artist(app_server)
-        _, events = stream_events(app_server.client, stream_path(artist_id))
+        with make_app(llm_continuation="off") as app_server:
+            artist_id = add_artist(app_server)
+            _, events = stream_events(app_server.client, stream_path(artist_id))
         assert events[-1].data["truncated"] is True and events[-1].data["finish_reason"] == "length"
         assert articles_stored(app_server) == [(artist_id, 1, "Cut short", "length", 1)]
 
@@ -201,14 +205,23 @@ class TestFailures:
     )
     def test_stream_when_upstream_fails_then_error_event_and_nothing_stored(
         self,
-        app_server: LiveServer,
+        make_app: MakeServer,
         upstream: Any,
         reply: Reply,
         code: str,
         retryable: bool,
         retry_after: int | None,
     ) -> None:
+        """As a portrait fails without continuation (with it, those that broke after text are continued:
+        tests/generation/test_continuation.py)."""
         upstream.script(reply)
+        with make_app(llm_continuation="off") as app_server:
+            self._fails_then_nothing_stored(app_server, upstream, code, retryable, retry_after)
+
+    @staticmethod
+    def _fails_then_nothing_stored(
+        app_server: LiveServer, upstream: Any, code: str, retryable: bool, retry_after: int | None
+    ) -> None:
         artist_id = add_artist(app_server)
         response, events = stream_events(app_server.client, stream_path(artist_id))
         assert response.status_code == 200
@@ -231,7 +244,7 @@ class TestFailures:
         self, make_app: MakeServer, upstream: Any
     ) -> None:
         upstream.script(Reply(steps=[event(chunk("Hello")), hang()]))
-        with make_app(llm_idle_timeout=0.3) as server:
+        with make_app(llm_idle_timeout=0.3, llm_continuation="off") as server:
             artist_id = add_artist(server)
             _, events = stream_events(server.client, stream_path(artist_id))
             assert events[-1].data["code"] == "upstream_timeout"
@@ -536,12 +549,13 @@ class TestMarkdownFormat:
         assert replay.text == "".join(PIECES)
 
     def test_format_markdown_when_generation_fails_then_body_aborted(
-        self, app_server: LiveServer, upstream: Any
+        self, make_app: MakeServer, upstream: Any
     ) -> None:
         upstream.script(Reply(steps=[event(chunk("Half a sent")), drop()]))
-        artist_id = add_artist(app_server)
-        with pytest.raises(httpx.RemoteProtocolError):
-            app_server.client.get(stream_path(artist_id), params={"format": "markdown"})
+        with make_app(llm_continuation="off") as app_server:
+            artist_id = add_artist(app_server)
+            with pytest.raises(httpx.RemoteProtocolError):
+                app_server.client.get(stream_path(artist_id), params={"format": "markdown"})
         assert articles_stored(app_server) == []
 
 

@@ -542,30 +542,50 @@ def test_breaker_when_a_permit_is_resolved_twice_then_the_second_has_no_effect()
     run(scenario())
 
 
-def test_breaker_when_a_success_is_resolved_again_as_failure_then_the_failure_is_ignored() -> None:
+def test_breaker_when_a_call_breaks_after_its_first_token_then_a_failure_counts_once() -> None:
+    """A stream that breaks mid-way failed (the contract: even when the portrait is continued): counted
+    once, however often the permit is told; its success earlier still reset the count."""
+
     async def scenario() -> None:
-        breaker = Breaker(fail_max=1, reset_timeout=LONG_RESET, clock=ManualClock())
+        breaker = Breaker(fail_max=2, reset_timeout=LONG_RESET, clock=ManualClock())
         permit = await breaker.acquire()
 
         await permit.succeed()
-        await permit.fail(counted())  # with fail_max=1 this alone would open the circuit
+        await permit.fail(counted())
+        await permit.fail(counted())
 
         assert (await circuit(breaker)).state == CLOSED
+        assert (await circuit(breaker)).failures == 1
+
+        second = await breaker.acquire()
+        await second.succeed()
+        await second.fail(counted())  # the second in a row: the circuit opens
+        assert (await circuit(breaker)).state == OPEN
+
+    run(scenario())
+
+
+def test_breaker_when_a_call_breaks_after_its_first_token_with_an_uncounted_error_then_nothing() -> None:
+    async def scenario() -> None:
+        breaker = Breaker(fail_max=1, reset_timeout=LONG_RESET, clock=ManualClock())
+        permit = await breaker.acquire()
+        await permit.succeed()
+        await permit.fail(UpstreamError("upstream_error", "our request was wrong", counts=False))
         assert (await circuit(breaker)).failures == 0
 
     run(scenario())
 
 
-def test_breaker_when_the_trial_is_resolved_twice_then_the_second_has_no_effect() -> None:
+def test_breaker_when_the_trial_succeeds_then_breaks_then_one_failure_in_the_closed_circuit() -> None:
     async def scenario() -> None:
         breaker, trial = await half_open_with_trial(ManualClock())
-        await trial.succeed()
+        await trial.succeed()  # the first token closes the circuit
 
-        await trial.fail(counted())
+        await trial.fail(counted())  # then the stream breaks: one failure, the circuit stays closed
         await trial.release()
 
         assert (await circuit(breaker)).state == CLOSED
-        assert (await circuit(breaker)).failures == 0
+        assert (await circuit(breaker)).failures == 1
         assert (await breaker.acquire()).trial is False
 
     run(scenario())

@@ -51,6 +51,8 @@ DONE = Done(
     truncated=False,
     usage=Usage(prompt_tokens=210, completion_tokens=4100),
     duration_ms=41_250,
+    continuations=2,
+    length_score=99.6,
 )
 ERROR = Error(
     code="upstream_timeout", message="The writer stopped answering.", retryable=True, retry_after=30

@@ -126,6 +126,8 @@ def test_done_data_when_usage_known_then_usage_object() -> None:
         "truncated": False,
         "usage": {"prompt_tokens": 210, "completion_tokens": 4100},
         "duration_ms": 41_250,
+        "continuations": 2,
+        "length_score": 99.6,
     }
 
 
