@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +91,36 @@ def test_generate_streams_to_a_file_and_stores_it(tmp_path: Path) -> None:
     again = atelier("generate", "edith piaf", "--length", "short", database=database, env=env_rate)
     assert again.returncode == 0 and again.stdout == markdown  # from the store, by folded name
     assert "stored portrait" in again.stderr
+
+
+def test_generate_planned_shows_its_sections_and_writes_the_stored_markdown(tmp_path: Path) -> None:
+    """A planned portrait (the demo writer, ATELIER_WRITER_PLAN=always): the progress line names the section
+    being written and counts words as the server does; stdout is the stored markdown, with no seams."""
+    import sqlite3
+
+    from app.kit.text import count_words
+
+    database = tmp_path / "plan.db"
+    assert atelier("migrate", database=database).returncode == 0
+    assert atelier("seed", database=database).returncode == 0
+    env = {"ATELIER_DEMO_TOKENS_PER_SECOND": "5000", "ATELIER_WRITER_PLAN": "always"}
+    result = atelier("generate", "Édith Piaf", "--length", "medium", database=database, env=env)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(database) as connection:
+        markdown, words, outline = connection.execute(
+            "SELECT markdown, words, outline FROM articles ORDER BY id DESC"
+        ).fetchone()
+    sections = len(json.loads(outline)["sections"])
+    assert sections >= 2
+    assert result.stdout == markdown  # the deltas joined: the stored text, byte for byte
+    assert words == count_words(markdown)
+    lines = result.stderr.replace("\r", "\n").splitlines()
+    shown = [int(m.group(1)) for line in lines if (m := re.search(r"section (\d+) of (\d+)", line))]
+    assert all(f"of {sections}" in line for line in lines if "section " in line)
+    assert shown == sorted(shown) and shown[0] == 1 and shown[-1] == sections  # each section, in order
+    final = [line for line in lines if "section " in line][-1]
+    assert f"{words:,}/1,500 words" in final  # one count: the progress line ends on the stored words
+    assert f"stored as version 1 ({words:,} words)" in result.stderr
 
 
 def test_generate_when_it_fails_then_nonzero_and_no_file(tmp_path: Path, upstream: FakeUpstream) -> None:

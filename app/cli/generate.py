@@ -24,7 +24,7 @@ from app.errors import AppError
 from app.generation.portrait import NothingAfter, PortraitRequest, PortraitService, Stream
 from app.kit.text import count_words
 from app.settings import Settings, get_settings
-from app.streaming.events import Done, Error, Metadata, Text
+from app.streaming.events import Continued, Done, Error, Metadata, Outline, Section, Text
 
 # The operator at the terminal: may refresh, and is not counted by the generation limit.
 OPERATOR = Client(trusted=True, address="cli")
@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Progress:
-    """One line on stderr, rewritten in place: words so far and tokens (text events) per second."""
+    """One line on stderr, rewritten in place: the section being written (once an outline came), words so
+    far against the target (the server's count of the text written so far: one count), tokens (text events)
+    per second."""
 
     def __init__(self, stream: TextIO, target: int) -> None:
         self.stream, self.target = stream, target
@@ -62,6 +64,14 @@ class Progress:
         self.tokens = 0
         self.text: list[str] = []
         self.last_draw = 0.0
+        self.last_width = 0
+        self.sections = 0  # in the outline; 0 without one
+        self.section = 0  # the one being written, from 1
+        self.continuations = 0
+
+    @property
+    def words(self) -> int:
+        return count_words("".join(self.text))
 
     def add(self, delta: str) -> None:
         self.tokens += 1
@@ -71,11 +81,32 @@ class Progress:
             self.last_draw = now
             self.draw()
 
-    def draw(self, end: str = "") -> None:
+    def outline(self, sections: int) -> None:
+        self.sections = sections
+
+    def start_section(self, index: int) -> None:
+        self.section = index + 1
+        self.draw()
+
+    def continued(self) -> None:
+        self.continuations += 1
+        self.draw()
+
+    def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        words = count_words("".join(self.text))
-        line = f"\r{words}/{self.target} words · {self.tokens / elapsed:.1f} tokens/s · {elapsed:.1f} s"
-        self.stream.write(line + end)
+        parts = [f"section {self.section} of {self.sections}"] if self.sections and self.section else []
+        parts.append(f"{self.words:,}/{self.target:,} words")
+        if self.continuations:
+            parts.append(f"{self.continuations} continued")
+        parts += [f"{self.tokens / elapsed:.1f} tokens/s", f"{elapsed:.1f} s"]
+        return " · ".join(parts)
+
+    def draw(self, end: str = "") -> None:
+        line = self.line()
+        # rewritten in place: blank out what a longer line before it left
+        padding = " " * max(self.last_width - len(line), 0)
+        self.last_width = len(line)
+        self.stream.write(f"\r{line}{padding}{end}")
         self.stream.flush()
 
 
@@ -129,11 +160,17 @@ async def _write(args: argparse.Namespace, artist_name: str, stream: Stream) -> 
                     sink.flush()
                     if not replay:
                         progress.add(payload.delta)
+                elif isinstance(payload, Outline) and not replay:
+                    progress.outline(len(payload.sections))
+                elif isinstance(payload, Section) and not replay:
+                    progress.start_section(payload.index)
+                elif isinstance(payload, Continued):
+                    progress.continued()  # a seam: nothing in the text, a note on the progress line
                 elif isinstance(payload, Error):
                     failure = f"{payload.code}: {payload.message}"
                 elif isinstance(payload, Done) and not replay:
                     progress.draw(end="\n")
-                    sys.stderr.write(f"stored as version {payload.version} ({payload.words} words)\n")
+                    sys.stderr.write(f"stored as version {payload.version} ({payload.words:,} words)\n")
     finally:
         if sink is not sys.stdout:
             sink.close()

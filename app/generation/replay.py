@@ -58,24 +58,25 @@ def replay_events(article: Article, artist_name: str, stale: bool) -> list[Event
 
 def _body(article: Article) -> list[Payload]:
     """The text in blocks; for a planned portrait, its outline first and each section's event where its
-    text began (an outline that does not fit the markdown, which cannot happen unless edited by hand,
-    replays as plain text rather than failing)."""
+    text began (a portrait cut before its last sections has no start for those). An outline that does not
+    fit the markdown, which cannot happen unless edited by hand, replays as plain text rather than failing."""
     markdown, outline = article.markdown, article.outline
     sections = outline.get("sections") if isinstance(outline, dict) else None
-    starts = [s.get("start") for s in sections] if isinstance(sections, list) else []
-    if not starts or not all(isinstance(start, int) and 0 <= start <= len(markdown) for start in starts):
+    if not isinstance(sections, list) or not all(isinstance(s, dict) for s in sections):
         return [Text(block) for block in blocks(markdown)]
-    if starts != sorted(starts):
+    starts = [s.get("start") for s in sections]
+    begun = starts[: next((i for i, start in enumerate(starts) if start is None), len(starts))]
+    fits = all(isinstance(start, int) and 0 <= start <= len(markdown) for start in begun)
+    if not begun or not fits or begun != sorted(begun) or any(s is not None for s in starts[len(begun) :]):
         return [Text(block) for block in blocks(markdown)]
-    assert isinstance(sections, list)
     body: list[Payload] = [
         Outline(
             tuple(OutlineSection(str(s.get("title", "")), int(s.get("target_words", 0))) for s in sections)
         )
     ]
-    body += [Text(block) for block in blocks(markdown[: starts[0]])]
-    for index, (section, start) in enumerate(zip(sections, starts, strict=True)):
-        end = starts[index + 1] if index + 1 < len(starts) else len(markdown)
-        body.append(Section(index=index, title=str(section.get("title", ""))))
+    body += [Text(block) for block in blocks(markdown[: begun[0]])]
+    for index, start in enumerate(begun):
+        end = begun[index + 1] if index + 1 < len(begun) else len(markdown)
+        body.append(Section(index=index, title=str(sections[index].get("title", ""))))
         body += [Text(block) for block in blocks(markdown[start:end])]
     return body

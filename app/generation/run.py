@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from app.articles.models import Article
 from app.articles.params import TARGET_WORDS
@@ -117,6 +117,8 @@ class Tally:
     finish_reason: str = "stop"
     truncated: bool = False
     ttft_ms: int | None = None
+    # a planned portrait's outline as stored: each section's start once it began (a cut one keeps it too)
+    outline: dict[str, Any] | None = None
 
     def add(self, finish: Finish) -> None:
         self.finish_reason = finish.reason
@@ -203,18 +205,17 @@ class GenerationRun:
                 started_at=job.started_at,
             )
             await self.broker.append(job.id, metadata)
-            outline: dict[str, object] | None = None
             try:
                 plan = await self._outline(job, tally) if self.longform.plans(job.length) else None
                 if plan is not None:
-                    outline = await self._write_plan(job, plan, tally)
+                    await self._write_plan(job, plan, tally)
                 else:
                     await self._write(job, self._messages(job), tally, start=0)
             except Cut as cut:
                 tally.truncated, tally.finish_reason = True, cut.reason
             if not job.text.strip():
                 raise errors.upstream_bad_response("The writing service returned an empty portrait.")
-            await self._finish(job, tally, outline)
+            await self._finish(job, tally)
         except UpstreamError as exc:
             if tally.permit is not None:
                 await tally.permit.fail(exc)  # failed before its first call could be made
@@ -343,28 +344,42 @@ class GenerationRun:
     # --- planned portraits -----------------------------------------------------------------------------
 
     async def _outline(self, job: Job, tally: Tally) -> Plan | None:
-        """The outline, or None to write in one call when it cannot be read. A failed outline call fails
-        the portrait like any call that fails before the first word (nothing written, nothing stored)."""
+        """The outline, or None to write in one call: when it cannot be read, or its call broke twice (a
+        break is retried once: nothing was written yet, so there is no seam). Any other failure fails the
+        portrait like a call that fails before the first word (nothing written, nothing stored)."""
         messages = prompt.outline_messages(self.system_prompt, job.facts, job.language, job.length)
-        permit = await self._permit(job, tally)
-        finish, text = await self._call(job, messages, permit, tally, echo="", emit=False)
-        tally.add(finish)
-        plan = parse_outline(text, TARGET_WORDS[job.length])
-        if plan is None:
-            log.info("job %s: the outline could not be read: writing in one call", job.id)
-        return plan
+        for attempt in (1, 2):
+            permit = await self._permit(job, tally)
+            try:
+                finish, text = await self._call(job, messages, permit, tally, echo="", emit=False)
+            except UpstreamError as exc:
+                if exc.code not in CONTINUABLE or not exc.counts or not exc.resumable:
+                    raise
+                tally.usage_unknown()
+                log.info("job %s: the outline call broke (%s), attempt %d", job.id, exc.code, attempt)
+                continue
+            tally.add(finish)
+            plan = parse_outline(text, TARGET_WORDS[job.length])
+            if plan is None:
+                log.info("job %s: the outline could not be read: writing in one call", job.id)
+            return plan
+        return None
 
-    async def _write_plan(self, job: Job, plan: Plan, tally: Tally) -> dict[str, object]:
-        """Each section in its own call, in order; the outline as stored with the version (each section's
-        start in the markdown, so a replay can announce it where it began)."""
+    async def _write_plan(self, job: Job, plan: Plan, tally: Tally) -> None:
+        """Each section in its own call, in order. The outline as stored with the version records where
+        each section began in the markdown (so a replay announces it there), as soon as it begins: a
+        portrait cut mid-way keeps the sections it reached."""
         target = TARGET_WORDS[job.length]
         planned = [section.target_words for section in plan.sections]
         sections = plan.as_prompt()
+        stored: list[dict[str, Any]] = [
+            {"title": s.title, "target_words": s.target_words, "start": None} for s in plan.sections
+        ]
+        tally.outline = {"title": plan.title, "sections": stored}
         await self.broker.append(
             job.id,
             Outline(tuple(OutlineSection(s.title, s.target_words) for s in plan.sections)),
         )
-        starts: list[int] = []
         asked = written = 0
         for index, section in enumerate(plan.sections):
             if job.text and not job.text.endswith("\n\n"):
@@ -374,10 +389,9 @@ class GenerationRun:
                 await self.broker.append(job.id, Text(separator))
             await self.broker.append(job.id, Section(index=index, title=section.title))
             start = len(job.text)
-            starts.append(start)
-            words_so_far = count_words(job.text)
+            stored[index]["start"] = start
             ratio = written / asked if asked else 1.0
-            ask = next_ask(target, words_so_far, planned, index, ratio)
+            ask = next_ask(target, count_words(job.text), planned, index, ratio)
             messages = prompt.section_messages(
                 self.system_prompt,
                 job.facts,
@@ -391,17 +405,10 @@ class GenerationRun:
             await self._write(job, messages, tally, start=start)
             asked += ask
             written += count_words(job.text[start:])
-        return {
-            "title": plan.title,
-            "sections": [
-                {"title": s.title, "target_words": s.target_words, "start": start}
-                for s, start in zip(plan.sections, starts, strict=True)
-            ],
-        }
 
     # --- the end ---------------------------------------------------------------------------------------
 
-    async def _finish(self, job: Job, tally: Tally, outline: dict[str, object] | None) -> None:
+    async def _finish(self, job: Job, tally: Tally) -> None:
         markdown = job.text
         usage = tally.usage
         duration_ms = round((time.monotonic() - tally.started) * 1000)
@@ -426,7 +433,7 @@ class GenerationRun:
                 truncated=tally.truncated,
                 continuations=tally.continuations,
                 length_score=score,
-                outline=outline,
+                outline=tally.outline,
             )
         )
         job.article_id, job.version = article.id, article.version

@@ -107,6 +107,31 @@ LENGTHS = list(LENGTH_LABELS.items())
 
 
 @dataclass(frozen=True)
+class OutlineEntry:
+    """One section of a planned portrait's table of contents."""
+
+    title: str
+    target_words: int
+
+
+def outline_entries(outline: object) -> tuple[OutlineEntry, ...]:
+    """The sections of a stored outline (`{title, sections: [{title, target_words, start}]}`), or none for
+    an unplanned portrait or an outline that does not have that shape."""
+    sections = outline.get("sections") if isinstance(outline, dict) else None
+    if not isinstance(sections, list):
+        return ()
+    entries = []
+    for section in sections:
+        if not isinstance(section, dict):
+            return ()
+        title, words = section.get("title"), section.get("target_words")
+        if not isinstance(title, str) or not isinstance(words, int) or isinstance(words, bool):
+            return ()
+        entries.append(OutlineEntry(title=title, target_words=words))
+    return tuple(entries)
+
+
+@dataclass(frozen=True)
 class StoredPortrait:
     """A stored portrait, rendered on the server with the same safe settings as the API."""
 
@@ -120,6 +145,7 @@ class StoredPortrait:
     stale: bool
     truncated: bool
     json_url: str
+    sections: tuple[OutlineEntry, ...] = ()  # a planned portrait's table of contents
 
 
 @dataclass(frozen=True)
@@ -152,6 +178,7 @@ def stored_portrait(article: Article, html: str, stale: bool) -> StoredPortrait:
         stale=stale,
         truncated=article.truncated,
         json_url=f"{API_ARTISTS}/{article.artist_id}/article?{urlencode({'language': article.language, 'length': article.length})}",
+        sections=outline_entries(article.outline),
     )
 
 

@@ -4,9 +4,13 @@
 
 import { IncrementalRenderer } from "./markdown.js";
 import { PortraitStream } from "./stream.js";
+import { TableOfContents } from "./toc.js";
 
 const TOKEN_KEY = "atelier.apiToken";
+// Words as the server counts them (app/kit/text.py count_words, Python's `[^\W_]+`): runs of letters or
+// digits. The page shows this one count, in the progress line and (at the end) in the status.
 const WORDS = /[\p{L}\p{N}]+/gu;
+const WORD_AT_END = /[\p{L}\p{N}]+$/u;
 // How close to the end of the page (in CSS pixels) counts as "at the end", where the page follows the text.
 const FOLLOW_SLACK_PX = 48;
 
@@ -38,6 +42,11 @@ function describeError(code, retryAfter) {
   }
 }
 
+/** A count as the server writes it ("3,000"), whatever the browser's locale. */
+function formatCount(n) {
+  return Number(n).toLocaleString("en");
+}
+
 function formatSeconds(seconds) {
   const s = Math.max(1, Math.round(seconds));
   return s < 90 ? `${s} second${s === 1 ? "" : "s"}` : `${Math.round(s / 60)} minutes`;
@@ -53,6 +62,7 @@ class PortraitPanel {
     this.live = root.querySelector(".portrait-live");
     this.meta = root.querySelector(".portrait-live .portrait-meta");
     this.progress = root.querySelector(".portrait-progress");
+    this.toc = new TableOfContents(root.querySelector(".portrait-toc"), this.body);
     this.buttons = {
       generate: root.querySelector(".generate-button"),
       regenerate: root.querySelector(".regenerate-button"),
@@ -65,6 +75,7 @@ class PortraitPanel {
     this.renderer = null;
     this.wordCount = 0;
     this.lastRequest = null;
+    this.sectionLine = "";
   }
 
   install() {
@@ -77,8 +88,11 @@ class PortraitPanel {
     this.buttons.retry.addEventListener("click", () => this.start(this.lastRequest ?? { refresh: false }));
     this.buttons.regenerate.hidden = this.root.dataset.stored !== "1";
     this.buttons.regenerate.addEventListener("click", () => this.regenerate());
+    this.toc.adopt(); // a stored planned portrait's contents, rendered by the server
     const jobStream = this.root.closest("[data-job-stream]")?.dataset.jobStream;
     if (jobStream) {
+      // the script shows the progress from here on; the server's count (as of the page's load) goes
+      this.root.closest("[data-job-stream]").querySelector(".job-progress")?.setAttribute("hidden", "");
       this.follow(jobStream); // the job page: follow the job live instead of refreshing
     } else if (this.root.dataset.runningJob && this.root.dataset.stored !== "1") {
       this.start({ refresh: false }); // someone is writing it right now: join them
@@ -141,6 +155,15 @@ class PortraitPanel {
         this.renderer.append(data.delta);
         this.countWords(data.delta);
         return;
+      case "outline":
+        this.toc.show(data.sections ?? []);
+        return;
+      case "section":
+        return this.onSection(data);
+      case "continued":
+        // a seam: the text goes on as one; only the status says so, briefly
+        this.say(`${this.sectionLine || "Writing the portrait"} (continuing…)`);
+        return;
       case "done":
         return this.onDone(data);
       case "error":
@@ -156,6 +179,8 @@ class PortraitPanel {
       this.renderer = new IncrementalRenderer(this.body, { schedule: (flush) => this.scheduleFlush(flush) });
       this.wordCount = 0;
       this.wordTail = "";
+      this.sectionLine = "";
+      this.toc.clear();
     }
     this.live.hidden = false;
     this.progress.max = data.target_words;
@@ -163,9 +188,20 @@ class PortraitPanel {
     const who = data.writer === "demo" ? "the demo writer (not a language model)" : data.model;
     const source = data.cached ? "Stored portrait" : "Writing now";
     this.metaText = `${source} · ${who} · ${data.language} · ${data.length}`;
+    this.targetText = formatCount(data.target_words);
+    this.cached = data.cached;
     this.progress.hidden = false;
     this.drawProgress();
     this.say(data.cached ? "Loading the stored portrait…" : "Writing the portrait…");
+  }
+
+  onSection(data) {
+    this.renderer.flushNow(); // the headings so far belong to the sections before this one
+    this.toc.start(data.index);
+    const count = this.toc.entries.length;
+    const of = count ? ` of ${count}` : "";
+    this.sectionLine = `Writing section ${data.index + 1}${of}: ${data.title}`;
+    if (!this.cached) this.say(`${this.sectionLine}…`); // announced politely, once a section
   }
 
   /**
@@ -177,6 +213,7 @@ class PortraitPanel {
       const page = document.scrollingElement;
       const following = page.scrollHeight - page.clientHeight - page.scrollTop <= FOLLOW_SLACK_PX;
       flush();
+      this.toc.link();
       if (following && page.scrollHeight - page.clientHeight > page.scrollTop) {
         page.scrollTop = page.scrollHeight;
       }
@@ -186,7 +223,7 @@ class PortraitPanel {
   countWords(delta) {
     // Count whole words only: the last run may continue in the next delta.
     const text = this.wordTail + delta;
-    const match = text.match(/[\p{L}\p{N}]+$/u);
+    const match = text.match(WORD_AT_END);
     this.wordTail = match ? match[0] : "";
     const complete = match ? text.slice(0, match.index) : text;
     this.wordCount += (complete.match(WORDS) ?? []).length;
@@ -198,27 +235,24 @@ class PortraitPanel {
         this.drawProgress();
       });
     }
-    const now = performance.now();
-    if (!this.lastStatusAt || now - this.lastStatusAt > 3000) {
-      // announced politely, and not on every delta
-      this.lastStatusAt = now;
-      this.say(`Writing… ${this.wordCount.toLocaleString()} of about ${Number(this.progress.max).toLocaleString()} words.`);
-    }
   }
 
-  drawProgress() {
+  /** The one place the word count is shown while writing: the bar and its line. */
+  drawProgress(finished = false) {
     this.progress.value = Math.min(this.wordCount, this.progress.max);
-    this.meta.textContent = `${this.metaText} · ${this.wordCount.toLocaleString()} words`;
+    const words = formatCount(this.wordCount);
+    const count = finished ? `${words} words` : `${words} of about ${this.targetText} words`;
+    this.meta.textContent = `${this.metaText} · ${count}`;
   }
 
   onDone(data) {
     this.renderer.finish();
-    this.wordCount = data.words;
+    this.toc.finish();
+    this.wordCount = data.words; // the server's count of the whole text (the live one leaves out a last, unfinished word)
     this.metaText = this.metaText.replace("Writing now", "Written");
-    this.drawProgress();
-    this.progress.hidden = true;
+    this.drawProgress(true);
     const seconds = (data.duration_ms / 1000).toFixed(1);
-    let message = `Done: ${data.words.toLocaleString()} words in ${seconds} s.`;
+    let message = `Done: ${formatCount(data.words)} words in ${seconds} s.`;
     if (data.truncated) message += " The writer's length limit cut it short.";
     this.say(message);
     this.setBusy(false);
@@ -231,6 +265,7 @@ class PortraitPanel {
 
   showError(code, retryAfter, fallback) {
     this.renderer?.finish();
+    this.toc.link();
     const message = code === "http_error" && fallback ? fallback : describeError(code, retryAfter);
     this.progress.hidden = true;
     if (this.metaText) this.meta.textContent = `${this.metaText.replace("Writing now", "Not finished")}`;
@@ -243,6 +278,7 @@ class PortraitPanel {
   stopReading() {
     this.stream?.stop();
     this.renderer?.finish();
+    this.toc.link();
     this.setBusy(false);
     this.say("Stopped. What was written so far stays here; Generate starts again.");
   }

@@ -412,3 +412,67 @@ def test_usage_when_a_call_broke_then_null_as_not_every_call_reported_it(sqlite_
         assert (await article_of(parts, artist)).usage is None
 
     run(scenario, sqlite_database, ["One ", dropped], script("One two."))
+
+
+def test_outline_call_broken_once_then_asked_again_and_planned(sqlite_database: str) -> None:
+    dropped = errors.upstream_connection("The writing service closed the stream before the end.")
+
+    async def scenario(parts: GenerationParts, artist: Artist) -> None:
+        _job, events = await generate(parts, artist)
+        assert len(of_type(events, Section)) == 3 and done_of(events).continuations == 0
+        assert parts.chat.calls[0] == parts.chat.calls[1]  # the same outline request again, no seam
+
+    run(
+        scenario,
+        sqlite_database,
+        ['{"title": "Ni', dropped],
+        script(json.dumps(OUTLINE)),
+        *(script(text) for text in SECTIONS),
+        plan="always",
+    )
+
+
+def test_outline_call_broken_twice_then_written_in_one_call(sqlite_database: str) -> None:
+    dropped = errors.upstream_connection("The writing service closed the stream before the end.")
+
+    async def scenario(parts: GenerationParts, artist: Artist) -> None:
+        _job, events = await generate(parts, artist)
+        assert not of_type(events, Outline) and texts(events) == "# Nina\n\nOne call.\n"
+
+    run(
+        scenario,
+        sqlite_database,
+        [dropped],
+        [dropped],
+        script("# Nina\n\nOne call.\n"),
+        plan="always",
+        fail_max=5,
+    )
+
+
+def test_planned_portrait_cut_midway_then_stored_with_the_sections_it_reached(sqlite_database: str) -> None:
+    async def scenario(parts: GenerationParts, artist: Artist) -> None:
+        _job, events = await generate(parts, artist)
+        done = done_of(events)
+        assert (done.truncated, done.finish_reason) == (True, "length")
+        article = await article_of(parts, artist)
+        assert article.outline is not None
+        assert [s["start"] is not None for s in article.outline["sections"]] == [True, True, False]
+        replayed = replay_events(article, artist.name, stale=False)
+        assert of_type(replayed, Outline) == of_type(events, Outline)
+        assert (
+            of_type(replayed, Section)
+            == of_type(events, Section)
+            == [Section(0, "Origins"), Section(1, "The voice")]
+        )
+        assert texts(replayed) == texts(events) == article.markdown
+
+    run(
+        scenario,
+        sqlite_database,
+        script(json.dumps(OUTLINE)),
+        script(SECTIONS[0]),
+        script("## The voice\n\nRec", reason="length"),
+        plan="always",
+        max_continuations=0,
+    )

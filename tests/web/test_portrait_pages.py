@@ -9,7 +9,7 @@ from typing import Any
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from tests.fakes.upstream import Reply, chunk, completion, event, hang
-from tests.support import LiveServer, add_artist
+from tests.support import LiveServer, MakeServer, add_artist, read_sse
 
 HOSTILE = (
     "# Portrait\n\n<script>alert(1)</script>\n\n[click](javascript:alert(1)) "
@@ -113,3 +113,38 @@ def test_stored_hostile_portrait_is_rendered_inert(app_server: LiveServer, upstr
     assert "<script>alert(1)</script>" in text and "The end." in text and "tracker" in text
     for node in body.traverse():
         assert not any(name.startswith("on") for name in node.attributes)
+
+
+def test_stored_planned_portrait_page_lists_its_sections(make_server: MakeServer) -> None:
+    with make_server(writer_plan="always", demo_tokens_per_second=5000) as server:
+        artist_id = add_artist(server)
+        before = html(server.client.get(f"/artists/{artist_id}"))
+        nav = before.css_first("#portrait nav.portrait-toc")
+        assert nav is not None and "hidden" in nav.attributes and not nav.css("li")  # filled in by the script
+        base = f"/api/v1/collection/artists/{artist_id}/article"
+        with server.client.stream("GET", f"{base}/stream", params={"length": "medium"}) as response:
+            events = read_sse(response)
+        (outline,) = [e.data["sections"] for e in events if e.event == "outline"]
+        tree = html(server.client.get(f"/artists/{artist_id}", params={"length": "medium"}))
+        nav = tree.css_first("#portrait nav.portrait-toc")
+        assert nav is not None and "hidden" not in nav.attributes
+        assert nav.attributes["aria-label"]
+        items = nav.css("ol > li")
+        assert [item.css_first(".toc-title").text() for item in items] == [s["title"] for s in outline]  # type: ignore[union-attr]
+        assert [item.css_first(".toc-words").text() for item in items] == [  # type: ignore[union-attr]
+            f"about {s['target_words']:,} words" for s in outline
+        ]
+        assert all(item.attributes["data-state"] == "done" for item in items)
+
+
+def test_stored_unplanned_portrait_page_has_no_contents(app_server: LiveServer, upstream: Any) -> None:
+    upstream.script(completion(["# Nina\n\n", "Soul."]))
+    artist_id = add_artist(app_server)
+    with app_server.client.stream(
+        "GET", f"/api/v1/collection/artists/{artist_id}/article/stream"
+    ) as response:
+        assert [e.event for e in read_sse(response)][-1] == "done"
+    tree = html(app_server.client.get(f"/artists/{artist_id}"))
+    assert tree.css_first("#portrait .stored-meta") is not None
+    nav = tree.css_first("#portrait nav.portrait-toc")
+    assert nav is not None and "hidden" in nav.attributes and not nav.css("li")
