@@ -457,13 +457,16 @@ async def verify(
         starts = [int(s["start"]) for s in outline["sections"]] if outline else None
         result.sections = len(starts) if starts else len(firsts)
         problem = check_planned(markdown, firsts, starts, args.stop_ratio, truncated)
-        units = 1 + len(firsts)  # the outline, then each section begun (a section asked again is a seam)
+        # every outline call (a broken one is asked again once, with no seam: no text was written), then each
+        # section begun (a section asked again is a seam)
+        units = sum(c.kind == "outline" for c in mine) + len(firsts)
     else:
         recorded = [c.user for c in mine if c.kind == "single" and not c.continuation]
         problem = check_single(markdown, user, args.stop_ratio, truncated)
         if problem is None and recorded and recorded[0] != user:
             problem = "the recorded request is not prompt.user_message(...)"
-        units = 1 + any(c.kind == "outline" for c in mine)  # an unreadable outline, then one call
+        # the outline calls (unreadable, or broken twice), then one call
+        units = 1 + sum(c.kind == "outline" for c in mine)
     result.seams_ok = problem is None
     result.seams_problem = problem
     seams = result.calls - units
