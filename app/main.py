@@ -31,7 +31,7 @@ from app.cli.generate import Parts
 from app.collection.router import router as collection_router
 from app.collection.service import CollectionService
 from app.db import create_engine, create_sessionmaker
-from app.demo_writer import create_demo_app
+from app.demo_writer import DemoProfile, create_demo_app
 from app.errors import install_error_handlers, install_error_schema
 from app.generation.assembly import build_portraits
 from app.generation.portrait import PortraitService
@@ -51,6 +51,10 @@ from app.web.router import router as web_router
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("atelier")
+
+# The embedded demo writer caps its calls like a real provider (Infomaniak's EurIA caps max_tokens at 5,000),
+# lower, so that a demo portrait shows what Atelier does about it: seams continued, invisible in the text.
+DEMO_PROFILE = DemoProfile(max_words_per_call=500)
 
 # Enough connections for every generation we would ever run at once; a pool wait beyond that is bounded.
 UPSTREAM_CONNECTIONS = 1024
@@ -119,7 +123,7 @@ async def services(settings: Settings) -> AsyncIterator[AppState]:
         if settings.llm_base_url:
             base_url, writer_kind = settings.llm_base_url, "upstream"
         else:
-            demo = create_demo_app(settings.demo_tokens_per_second)
+            demo = create_demo_app(settings.demo_tokens_per_second, DEMO_PROFILE)
             base_url, writer_kind = await stack.enter_async_context(serve_beside(demo)) + "/v1", "demo"
             log.info("no ATELIER_LLM_BASE_URL: portraits come from the embedded demo writer")
         broker = InProcessBroker(clock)

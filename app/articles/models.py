@@ -44,5 +44,5 @@ class Article(Base):
     # against the target, and a planned portrait's outline (title, sections with their start in `markdown`).
     continuations: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     length_score: Mapped[float | None] = mapped_column(Float)
-    outline: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    outline: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
