@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install browser nginx lint typecheck pytest migrate seed bench clean
+.PHONY: run test install browser nginx redis lint typecheck pytest migrate seed bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ browser:
 nginx:
 	@test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; }
 
+# The Redis tests (tests/redis_server.py) run a private redis-server of their own on a free port, never the
+# shared one. Installed once, when missing; needs root, as on CI.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -44,7 +49,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install browser nginx
+pytest: install browser nginx redis
 	$(BIN)/pytest
 
 test: lint typecheck pytest

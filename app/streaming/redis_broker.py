@@ -1,0 +1,550 @@
+"""The broker interface on Redis Streams, so several processes (and hosts) share every job's event log.
+
+Layout: one stream per job, `<prefix>log:<stream_id>`; nothing else. An event's `seq` is its entry id
+`0-<seq>`, so a `Last-Event-ID` is an `XRANGE`/`XREAD` position as it stands. The log's end is an entry of its
+own, the end marker `1-0` (greater than every `0-<seq>`): written by `close()` after the terminal event
+(`done`/`error`, an ordinary event), it makes `read` report `closed=True` exactly when it is in the range read,
+wakes readers on every process like any entry, and fences the log: Redis refuses any later `0-<seq>`. The
+same script sets the retention (`PEXPIRE`); a running log has no TTL and is never trimmed.
+
+Appends run one small Lua script (`_APPEND`): it reads the top entry and `XADD`s `0-<last+1>` (`append`) or
+exactly `0-<seq>` (`append_at`, for an owner that fences with explicit seqs), atomically, so no process
+needs local state to number a log it took over, and an append from a stale owner fails with `StaleAppend`.
+Each entry carries a writer nonce (`w`), which makes a retried append whose first try landed (the client
+retries on a lost reply) a no-op instead of a duplicated event or a false `StaleAppend`.
+
+Reads: each process keeps, for the logs it reads, the decoded events (`_Tail`, the full log from seq 1,
+the same `Event` objects for every local reader, as the in-process broker does, so the SSE memo is shared),
+fed by ONE follower task per broker: `XREAD BLOCK <block_ms> STREAMS k1 .. kn 0-<hi1> .. 0-<hin>` over every
+open log it holds, which appends the new entries and wakes the local waiters (plain futures). A reader that
+finds nothing after its cursor waits on its future without touching Redis; a wait that ends quiet is
+confirmed with one `XRANGE` (the log may be gone: expired, or Redis restarted). A log read for the first
+time on a process is loaded with one `XRANGE - +` shared by every reader that asks meanwhile, and it joins
+the follower's next `XREAD`, at most `block_ms` later (the only latency the short block adds). Appends made
+on this process extend its tail directly (no round trip for local readers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aredis
+from redis import exceptions as redis_errors
+from redis.typing import KeyT, StreamIdT
+
+from app.streaming import codec
+from app.streaming.broker import Batch
+from app.streaming.events import Event, Payload
+
+log = logging.getLogger(__name__)
+
+END_ID = "1-0"  # the end marker's entry id: after every event id `0-<seq>`
+NONCE_FIELD = "w"
+READ_COUNT = 1000  # entries per log per XREAD (a log with more is read on the next turn)
+LINGER = 5.0  # seconds a tail with no reader stays followed (a reader comes back between batches)
+SWEEP_EVERY = 0.5
+RETRY_AFTER_FAILURE = 0.2  # the follower's pause after Redis failed it
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('XGROUP', 'CREATE', KEYS[1], 'atelier-create', '0', 'MKSTREAM')
+redis.call('XGROUP', 'DESTROY', KEYS[1], 'atelier-create')
+return 1
+"""
+
+# KEYS[1] the log; ARGV[1] the seq ('' for the next one), ARGV[2] the writer nonce, ARGV[3..] the fields.
+_APPEND = """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return redis.error_reply('ATELIER_LOST no such log') end
+local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+local last = 0
+if top then
+  if top[1] == '1-0' then return redis.error_reply('ATELIER_CLOSED the log is closed') end
+  last = tonumber(string.sub(top[1], 3))
+end
+local seq
+if ARGV[1] == '' then
+  if top and top[2][2] == ARGV[2] then return last end
+  seq = last + 1
+else
+  seq = tonumber(ARGV[1])
+  if seq <= last then
+    local at = redis.call('XRANGE', key, '0-' .. ARGV[1], '0-' .. ARGV[1])[1]
+    if at and at[2][2] == ARGV[2] then return seq end
+    return redis.error_reply('ATELIER_STALE seq ' .. ARGV[1] .. ' is taken: the log is at ' .. last)
+  end
+  if seq ~= last + 1 then
+    return redis.error_reply('ATELIER_GAP seq ' .. ARGV[1] .. ' would leave a gap after ' .. last)
+  end
+end
+redis.call('XADD', key, '0-' .. string.format('%d', seq), 'w', ARGV[2], unpack(ARGV, 3))
+return seq
+"""
+
+# KEYS[1] the log; ARGV[1] the retention in ms. Returns the last seq, or -1 if it was closed already.
+_CLOSE = """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return redis.error_reply('ATELIER_LOST no such log') end
+local top = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+local last = 0
+if top then
+  if top[1] == '1-0' then return -1 end
+  last = tonumber(string.sub(top[1], 3))
+end
+redis.call('XADD', key, '1-0', 'end', last, 'ttl', ARGV[1])
+redis.call('PEXPIRE', key, ARGV[1])
+return last
+"""
+
+
+class BrokerUnavailable(ConnectionError):
+    """Redis cannot be reached (or timed out): the caller answers `broker_unavailable`."""
+
+
+class LogLost(BrokerUnavailable):
+    """The log is gone from Redis while it was being written (Redis restarted or was flushed)."""
+
+
+class StreamExists(ValueError):
+    pass
+
+
+class AppendRefused(RuntimeError):
+    pass
+
+
+class StreamClosed(AppendRefused):
+    pass
+
+
+class StaleAppend(AppendRefused):
+    """Another writer has written this seq: this writer was fenced out and must stop."""
+
+
+class SeqGap(AppendRefused, ValueError):
+    """`append_at` with a seq past the next one: the log would have a gap."""
+
+
+_REFUSALS: dict[str, type[Exception]] = {
+    "ATELIER_LOST": LogLost,
+    "ATELIER_CLOSED": StreamClosed,
+    "ATELIER_STALE": StaleAppend,
+    "ATELIER_GAP": SeqGap,
+}
+
+
+@dataclass(eq=False)
+class _Tail:
+    """What this process knows of one log: every event from seq 1 (`events[i].seq == i + 1`), whether
+    the end marker follows them, and the readers waiting for more."""
+
+    key: str
+    used_at: float
+    events: list[Event] = field(default_factory=list)
+    closed: bool = False
+    expires_at: float = math.inf  # loop time after which a closed log may be gone from Redis
+    dropped: bool = False  # replaced or forgotten: its waiters look the log up again
+    waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+
+    @property
+    def hi(self) -> int:
+        return len(self.events)
+
+    def batch(self, after: int) -> Batch:
+        return Batch(events=self.events[max(after, 0) :], closed=self.closed)
+
+    def extend(self, entries: Iterable[tuple[Any, Any]], now: float) -> bool:
+        """Append the entries after `hi` (those at or before it are known already); False on a gap."""
+        for raw_id, fields in entries:
+            entry_id = _text(raw_id)
+            if entry_id == END_ID:
+                self.closed = True
+                ttl = _field(fields, "ttl")
+                self.expires_at = now + int(ttl) / 1000 if ttl is not None else now
+                continue
+            seq = int(entry_id[2:])
+            if seq <= self.hi:
+                continue
+            if seq != self.hi + 1 or self.closed:
+                return False
+            self.events.append(Event(seq=seq, payload=codec.decode(fields)))
+        return True
+
+    def wake(self) -> None:
+        waiting = []
+        for after, waiter in self.waiters:
+            if waiter.done():
+                continue
+            if self.dropped or self.closed or after < self.hi:
+                waiter.set_result(None)
+            else:
+                waiting.append((after, waiter))
+        self.waiters = waiting
+
+    def drop(self) -> None:
+        self.dropped = True
+        self.wake()
+
+    def has_waiters(self) -> bool:
+        return any(not waiter.done() for _, waiter in self.waiters)
+
+
+class RedisBroker:
+    def __init__(
+        self,
+        redis: aredis.Redis,
+        prefix: str = "atelier:",
+        block_ms: int = 50,
+        *,
+        max_in_flight: int = 16,
+        owns_client: bool = False,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._block_ms = block_ms
+        self._owns_client = owns_client  # aclose() closes the client too
+        # Calls in flight besides the follower's XREAD, so a burst (100 jobs appending, 100 readers' waits
+        # ending together) queues here instead of opening a connection each (redis-py's pool refuses >100).
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._refreshing: dict[str, asyncio.Task[_Tail | None]] = {}
+        self._create = redis.register_script(_CREATE)
+        self._append = redis.register_script(_APPEND)
+        self._close = redis.register_script(_CLOSE)
+        self._writer = os.urandom(6).hex()
+        self._nonces = itertools.count(1)
+        self._tails: dict[str, _Tail] = {}
+        self._loading: dict[str, asyncio.Task[_Tail | None]] = {}
+        self._follower: asyncio.Task[None] | None = None
+        self._kick = asyncio.Event()
+        self._stopped = False
+        self._swept_at = 0.0
+
+    def key(self, stream_id: str) -> str:
+        return f"{self._prefix}log:{stream_id}"
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    async def create(self, stream_id: str) -> None:
+        key = self.key(stream_id)
+        async with self._in_flight:
+            with _unavailable():
+                created = await self._create(keys=[key])
+        if not created:
+            raise StreamExists(f"stream {stream_id} exists")  # ids are unique: a second log would mix two
+        # No tail yet: a process with no reader of its own job neither holds nor follows its log. The
+        # first local read loads it; from then on this process's appends extend it directly.
+
+    async def append(self, stream_id: str, payload: Payload) -> Event:
+        """Append at the next seq, whatever process wrote the previous ones."""
+        return await self._write(stream_id, "", payload)
+
+    async def append_at(self, stream_id: str, seq: int, payload: Payload) -> Event:
+        """Append at exactly `seq`: `StaleAppend` if it is taken (another owner wrote it), `SeqGap` past the
+        next one, `StreamClosed` after the end."""
+        if seq < 1:
+            raise ValueError(f"seq {seq} < 1")
+        return await self._write(stream_id, str(seq), payload)
+
+    async def _write(self, stream_id: str, seq_arg: str, payload: Payload) -> Event:
+        key = self.key(stream_id)
+        fields = codec.encode(payload)
+        args: list[str] = [seq_arg, f"{self._writer}:{next(self._nonces)}"]
+        for name, value in fields.items():
+            args += (name, value)
+        try:
+            async with self._in_flight:
+                with _unavailable():
+                    seq = int(await self._append(keys=[key], args=args))
+        except redis_errors.ResponseError as exc:
+            raise _refusal(stream_id, exc) from exc
+        event = Event(seq=seq, payload=payload)
+        tail = self._tails.get(key)
+        if tail is not None and not tail.closed and tail.hi == seq - 1:
+            tail.events.append(event)  # local readers get it now, and the same object as the writer
+            tail.wake()
+        return event
+
+    async def close(self, stream_id: str, retention: float) -> None:
+        key = self.key(stream_id)
+        try:
+            async with self._in_flight:
+                with _unavailable():
+                    last = int(await self._close(keys=[key], args=[max(0, round(retention * 1000))]))
+        except redis_errors.ResponseError as exc:
+            raise _refusal(stream_id, exc) from exc
+        tail = self._tails.get(key)
+        if last >= 0 and tail is not None and not tail.closed and tail.hi == last:
+            tail.closed = True
+            tail.expires_at = self._now() + retention
+            tail.wake()
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    async def read(self, stream_id: str, after: int, wait: float) -> Batch | None:
+        """Events with seq > `after`, waiting up to `wait` seconds for some; None for an unknown stream."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        tail = await self._fresh_tail(stream_id)
+        while tail is not None:
+            if after < tail.hi or tail.closed:
+                return tail.batch(after)
+            if tail.dropped:
+                tail = await self._fresh_tail(stream_id)
+                continue
+            if loop.time() >= deadline:
+                # Quiet for `wait`: ask Redis once (the log may be gone, or the follower behind).
+                tail = await self._refresh(stream_id, tail)
+                return None if tail is None else tail.batch(after)
+            await self._wait(loop, tail, after, deadline)
+            if self._stopped:
+                return Batch(events=[], closed=False)
+        return None
+
+    async def last_seq(self, stream_id: str) -> int | None:
+        key = self.key(stream_id)
+        async with self._in_flight:
+            with _unavailable():
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.exists(key)
+                    pipe.xrevrange(key, "+", "-", count=2)
+                    exists, top = await pipe.execute()
+        if not exists:
+            return None
+        for raw_id, _ in top:
+            entry_id = _text(raw_id)
+            if entry_id != END_ID:
+                return int(entry_id[2:])
+        return 0
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, tail: _Tail, after: int, deadline: float) -> None:
+        waiter: asyncio.Future[None] = loop.create_future()
+        tail.waiters.append((after, waiter))
+        timer = loop.call_at(deadline, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+
+    async def _fresh_tail(self, stream_id: str) -> _Tail | None:
+        key = self.key(stream_id)
+        now = self._now()
+        tail = self._tails.get(key)
+        if tail is not None and (not tail.closed or now < tail.expires_at):
+            tail.used_at = now
+            return tail
+        task = self._loading.get(key)
+        if task is None:  # one XRANGE for every reader that asks meanwhile
+            task = asyncio.ensure_future(self._load(key))
+            self._loading[key] = task
+            task.add_done_callback(lambda done: self._settled(self._loading, key, done))
+        return await asyncio.shield(task)
+
+    @staticmethod
+    def _settled(
+        tasks: dict[str, asyncio.Task[_Tail | None]], key: str, task: asyncio.Task[_Tail | None]
+    ) -> None:
+        if tasks.get(key) is task:
+            del tasks[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every reader that wanted it got it already
+
+    async def _load(self, key: str) -> _Tail | None:
+        async with self._in_flight:
+            with _unavailable():
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.xrange(key, "-", "+")
+                    pipe.pttl(key)
+                    entries, pttl = await pipe.execute()
+        now = self._now()
+        if pttl == -2:
+            self._forget(key)
+            return None
+        tail = _Tail(key, used_at=now)
+        if not tail.extend(entries, now):
+            raise RuntimeError(f"log {key} has a gap")  # only another writer than this module could
+        if tail.closed:
+            tail.expires_at = now + pttl / 1000 if pttl >= 0 else math.inf
+        self._adopt(tail)
+        return tail
+
+    async def _refresh(self, stream_id: str, tail: _Tail) -> _Tail | None:
+        """The tail brought up to date with Redis (None if the log is gone); one call for every reader of
+        the log whose wait ended meanwhile."""
+        if tail.dropped:
+            return await self._fresh_tail(stream_id)
+        task = self._refreshing.get(tail.key)
+        if task is None:
+            task = asyncio.ensure_future(self._refresh_now(stream_id, tail))
+            self._refreshing[tail.key] = task
+            task.add_done_callback(lambda done: self._settled(self._refreshing, tail.key, done))
+        return await asyncio.shield(task)
+
+    async def _refresh_now(self, stream_id: str, tail: _Tail) -> _Tail | None:
+        async with self._in_flight:
+            with _unavailable():
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.xrange(tail.key, f"(0-{tail.hi}", "+")
+                    pipe.pttl(tail.key)
+                    entries, pttl = await pipe.execute()
+        if pttl == -2:
+            self._forget(tail.key)
+            return None
+        if self._tails.get(tail.key) is not tail:  # replaced or forgotten meanwhile
+            return await self._fresh_tail(stream_id)
+        now = self._now()
+        if not tail.extend(entries, now):
+            self._forget(tail.key)
+            return await self._fresh_tail(stream_id)
+        if tail.closed and pttl >= 0:
+            tail.expires_at = now + pttl / 1000
+        tail.wake()
+        return tail
+
+    def _adopt(self, tail: _Tail) -> None:
+        old = self._tails.get(tail.key)
+        self._tails[tail.key] = tail
+        if old is not None and old is not tail:
+            old.drop()
+        self._ensure_follower()
+        self._kick.set()
+
+    def _forget(self, key: str) -> None:
+        tail = self._tails.pop(key, None)
+        if tail is not None:
+            tail.drop()
+
+    # --- the follower: one XREAD for every open log this process holds -------------------------------
+
+    def _ensure_follower(self) -> None:
+        if self._stopped:
+            return
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.get_running_loop().create_task(
+                self._follow(), name="redis-broker-follower"
+            )
+
+    async def _follow(self) -> None:
+        failing = False
+        while not self._stopped:
+            now = self._now()
+            if now - self._swept_at >= SWEEP_EVERY:
+                self._sweep(now)
+            positions: dict[KeyT, StreamIdT] = {
+                key: f"0-{tail.hi}" for key, tail in self._tails.items() if not tail.closed
+            }
+            if not positions:
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), SWEEP_EVERY)
+                continue
+            try:
+                reply = await self._redis.xread(positions, count=READ_COUNT, block=self._block_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down, or worse: every reader looks its log up again
+                if not failing:
+                    log.warning("redis broker: reading the logs failed: %r", exc)
+                failing = True
+                for key in list(self._tails):
+                    self._forget(key)
+                await asyncio.sleep(RETRY_AFTER_FAILURE)
+                continue
+            if failing:
+                log.info("redis broker: reading the logs again")
+                failing = False
+            now = self._now()
+            for raw_key, entries in _streams(reply):
+                key = _text(raw_key)
+                tail = self._tails.get(key)
+                if tail is None:
+                    continue
+                try:
+                    kept = tail.extend(entries, now)
+                except codec.CodecError:
+                    log.exception("redis broker: bad entry in %s", key)
+                    kept = False
+                if kept:
+                    tail.wake()
+                else:
+                    self._forget(key)  # a gap (the log was replaced): its readers load it again
+
+    def _sweep(self, now: float) -> None:
+        self._swept_at = now
+        for key, tail in list(self._tails.items()):
+            if tail.has_waiters():
+                continue
+            if now - tail.used_at > LINGER or (tail.closed and now >= tail.expires_at):
+                self._forget(key)
+
+    async def aclose(self) -> None:
+        self._stopped = True
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        for task in [*self._loading.values(), *self._refreshing.values()]:
+            task.cancel()
+        for key in list(self._tails):
+            self._forget(key)
+        if self._owns_client:
+            await self._redis.aclose()
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise BrokerUnavailable(f"Redis is unreachable: {exc}") from exc
+
+
+def _refusal(stream_id: str, exc: redis_errors.ResponseError) -> Exception:
+    message = str(exc)
+    code = message.split(" ", 1)[0]
+    kind = _REFUSALS.get(code)
+    if kind is None and "equal or smaller than the target stream top item" in message:
+        kind = StaleAppend
+    if kind is None:
+        return exc
+    return kind(f"stream {stream_id}: {message.removeprefix(code).strip()}")
+
+
+def _streams(reply: Any) -> Iterator[tuple[Any, Sequence[tuple[Any, Any]]]]:
+    """XREAD's reply as (key, entries) pairs, from RESP2 (a list) or RESP3 (a dict)."""
+    if not reply:
+        return
+    if isinstance(reply, dict):
+        for key, value in reply.items():
+            entries = value[0] if value and isinstance(value[0], list) else value
+            yield key, entries
+        return
+    for key, entries in reply:
+        yield key, entries
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _field(fields: Any, name: str) -> str | None:
+    value = fields.get(name)
+    if value is None:
+        value = fields.get(name.encode())
+    return None if value is None else _text(value)
