@@ -46,6 +46,7 @@ from app.llm.breaker import Breaker
 from app.llm.client import LLMClient, UpstreamConfig
 from app.llm.transport import upstream_http_client
 from app.settings import Settings, get_settings
+from app.sole_server import sole_server
 from app.streaming.broker import InProcessBroker
 from app.web.router import router as web_router
 
@@ -158,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
-        async with services(settings) as state:
+        async with services(settings) as state, sole_server(state["engine"]):
             # Everything built so far lives as long as the process: move it out of the garbage
             # collector's reach, so full collections (which pause every stream) only walk what streams
             # allocate.

@@ -16,9 +16,20 @@ from app.settings import get_settings
 MAX_HEADER_BYTES = 64 * 1024
 
 
+WORKERS_REFUSED = (
+    "atelier serve: --workers {workers} refused: the workers of one service would each run their own jobs "
+    "(a portrait written twice, a reader's resume landing on a worker that does not have it). Several "
+    "processes need their jobs shared through Redis (ATELIER_REDIS_URL, issue 12), which is not built yet: "
+    "run one worker per database.\n"
+)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if args.workers > 1:
+        sys.stderr.write(WORKERS_REFUSED.format(workers=args.workers))
+        return 2
     uvicorn.run(
         "app.main:app",
         host=args.host,
@@ -135,6 +146,9 @@ def build_parser(open_parts: OpenParts) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--timeout-keep-alive", type=int, default=5, help="seconds an idle keep-alive connection is kept"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes: 1 (several need Redis: not built yet)"
     )
     serve.set_defaults(run=_serve)
 

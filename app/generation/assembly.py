@@ -28,7 +28,13 @@ def build_portraits(
         broker=broker, clock=clock, grace=settings.job_grace, retention=settings.job_retention
     )
     catalog.on_deleted.append(registry.cancel_artist)  # a deleted artist's running jobs end
-    breaker = Breaker(settings.breaker_fail_max, settings.breaker_reset_timeout, clock=clock)
+    breaker = Breaker(
+        settings.breaker_fail_max,
+        settings.breaker_reset_timeout,
+        clock=clock,
+        # a trial resolves at its first token, within these (plus a margin)
+        trial_timeout=settings.llm_connect_timeout + settings.llm_idle_timeout + 5,
+    )
     run = GenerationRun(
         broker=broker,
         writer=writer,

@@ -50,6 +50,7 @@ class Circuit:
     opened_at: float | None = None  # wall-clock seconds
     period: int = 0  # bumped at every transition
     trial_out: bool = False  # half-open: the one trial permit is taken
+    trial_at: float | None = None  # wall-clock seconds when it was (a trial unresolved for long is lost)
 
 
 class CircuitStorage(Protocol):
@@ -81,7 +82,7 @@ class _Grant:
 
 
 def _transition(circuit: Circuit, state: State, **changes: Any) -> Circuit:
-    return replace(circuit, state=state, period=circuit.period + 1, trial_out=False, **changes)
+    return replace(circuit, state=state, period=circuit.period + 1, trial_out=False, trial_at=None, **changes)
 
 
 class _Logged:
@@ -114,9 +115,14 @@ class Breaker:
         clock: Clock | None = None,
         storage: CircuitStorage | None = None,
         name: str = "upstream",
+        trial_timeout: float = 90.0,
     ) -> None:
         self.fail_max = fail_max
         self.reset_timeout = reset_timeout
+        # A trial resolves at its first token, within the upstream's connect and idle timeouts; one out for
+        # longer was lost (its process died, or its acquire was cancelled after the write): with a shared
+        # circuit nothing else would ever free it, so after this long another trial may go.
+        self.trial_timeout = trial_timeout
         self.clock = clock or SystemClock()
         self.storage = storage or MemoryCircuitStorage()
         self._rules = _Logged(self.storage, name)
@@ -136,8 +142,11 @@ class Breaker:
                     return circuit, remaining
                 circuit = _transition(circuit, HALF_OPEN)
             if circuit.trial_out:
-                return circuit, 1.0  # the trial's outcome comes at its first token; ask again shortly
-            circuit = replace(circuit, trial_out=True)
+                lost = circuit.trial_at is not None and now - circuit.trial_at >= self.trial_timeout
+                if not lost:
+                    return circuit, 1.0  # the trial's outcome comes at its first token; ask again shortly
+                circuit = _transition(circuit, HALF_OPEN)  # a new period: the lost trial decides nothing
+            circuit = replace(circuit, trial_out=True, trial_at=now)
             return circuit, _Grant(trial=True, period=circuit.period)
 
         granted = await self._rules.apply(rule)

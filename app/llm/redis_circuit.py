@@ -12,8 +12,8 @@ transactions fail, and each attempt holds a pooled connection while it watches. 
 processes, a handful, and the bound on attempts is a real bound.
 
 The circuit is one hash, readable with `HGETALL atelier:circuit:upstream`: `state` (closed | open |
-half-open), `failures`, `opened_at` (wall-clock seconds, empty when none), `period`, `trial_out` (0 | 1). Every
-write sets all five. A missing key is a new closed circuit; a missing field takes its default (a record written
+half-open), `failures`, `opened_at` (wall-clock seconds, empty when none), `period`, `trial_out` (0 | 1),
+`trial_at` (wall-clock seconds, empty when none). Every write sets all six. A missing key is a new closed circuit; a missing field takes its default (a record written
 by hand: `HSET atelier:circuit:upstream state closed` closes the circuit); a field that cannot be read raises
 `CircuitStoreError` naming it.
 
@@ -66,6 +66,7 @@ def encode(circuit: Circuit) -> dict[str, str]:
         "opened_at": "" if circuit.opened_at is None else repr(circuit.opened_at),  # repr: exact round trip
         "period": str(circuit.period),
         "trial_out": "1" if circuit.trial_out else "0",
+        "trial_at": "" if circuit.trial_at is None else repr(circuit.trial_at),
     }
 
 
@@ -100,12 +101,17 @@ def decode(
     trial_out = fields.get("trial_out", "0")
     if trial_out not in ("0", "1"):
         raise bad("trial_out")
+    try:
+        trial_at = float(fields["trial_at"]) if fields.get("trial_at") else None
+    except ValueError:
+        raise bad("trial_at") from None
     return Circuit(
         state=_STATES[state],
         failures=failures,
         opened_at=opened_at,
         period=period,
         trial_out=trial_out == "1",
+        trial_at=trial_at,
     )
 
 

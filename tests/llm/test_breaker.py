@@ -791,3 +791,25 @@ def test_breaker_when_the_storage_retries_a_rule_then_each_transition_is_logged_
     assert [record.getMessage() for record in transitions(caplog)] == [
         "circuit upstream: closed -> open (failures: 1)"
     ]
+
+
+def test_breaker_when_the_trial_is_never_resolved_then_after_the_trial_timeout_another_goes() -> None:
+    """A trial whose process died (or whose acquire was cancelled after the write) is lost: with a shared
+    circuit nothing would free it, so after `trial_timeout` another trial goes, and the lost one, should it
+    come back, decides nothing."""
+
+    async def scenario() -> None:
+        clock = ManualClock()
+        breaker, lost = await half_open_with_trial(clock)
+        breaker.trial_timeout = 90.0
+        clock.advance(89)
+        await unavailable(breaker)
+        clock.advance(1)
+        second = await breaker.acquire()
+        assert second.trial is True
+        await lost.succeed()  # too late: a trial of an earlier period
+        assert (await circuit(breaker)).state == HALF_OPEN
+        await second.succeed()
+        assert (await circuit(breaker)).state == CLOSED
+
+    run(scenario())
