@@ -55,7 +55,10 @@ def test_generate_shows_the_portrait_progressively_then_done(
             time.sleep(0.05)
         screenshot(page, "portrait-done")
         assert len(states) >= 3, states  # the text grew in several visible steps
-        assert all(len(a) <= len(b) for a, b in pairwise(states))
+        # it only grows; the one thing that may shrink is an emphasis marker of the unfinished tail ("**")
+        # turning into bold once its closing marker has arrived
+        shown = [state.replace("*", "") for state in states]
+        assert all(len(a) <= len(b) for a, b in pairwise(shown)), states
         expect(page.locator("#portrait .portrait-body h1")).to_have_text("Nina Simone")
         expect(page.locator("#portrait .portrait-body strong")).to_have_text("sung")
         assert "w59" in body_text(page)
