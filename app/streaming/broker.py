@@ -125,6 +125,11 @@ class InProcessBroker:
         log = self._logs.get(stream_id)
         return None if log is None else len(log.events)
 
+    def waiting(self, stream_id: str) -> int:
+        """How many readers wait for the next event of `stream_id`."""
+        log = self._logs.get(stream_id)
+        return 0 if log is None else sum(not waiter.done() for waiter in log.waiters)
+
     def _forget(self, stream_id: str) -> None:
         log = self._logs.pop(stream_id, None)
         if log is not None:

@@ -206,8 +206,12 @@ class RedisBroker:
         *,
         max_in_flight: int = 16,
         owns_client: bool = False,
+        linger: float = LINGER,
+        sweep_every: float = SWEEP_EVERY,
     ) -> None:
         self._redis = redis
+        self._linger = linger
+        self._sweep_every = sweep_every
         self._prefix = prefix
         self._block_ms = block_ms
         self._owns_client = owns_client  # aclose() closes the client too
@@ -229,6 +233,15 @@ class RedisBroker:
 
     def key(self, stream_id: str) -> str:
         return f"{self._prefix}log:{stream_id}"
+
+    def followed(self) -> int:
+        """How many logs this process follows (its XREAD's keys)."""
+        return len(self._tails)
+
+    def waiting(self, stream_id: str) -> int:
+        """How many of this process's readers wait for the next event of `stream_id`."""
+        tail = self._tails.get(self.key(stream_id))
+        return 0 if tail is None else sum(not waiter.done() for _, waiter in tail.waiters)
 
     # --- writing -------------------------------------------------------------------------------------
 
@@ -435,7 +448,7 @@ class RedisBroker:
         failing = False
         while not self._stopped:
             now = self._now()
-            if now - self._swept_at >= SWEEP_EVERY:
+            if now - self._swept_at >= self._sweep_every:
                 self._sweep(now)
             positions: dict[KeyT, StreamIdT] = {
                 key: f"0-{tail.hi}" for key, tail in self._tails.items() if not tail.closed
@@ -443,7 +456,7 @@ class RedisBroker:
             if not positions:
                 self._kick.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), SWEEP_EVERY)
+                    await asyncio.wait_for(self._kick.wait(), self._sweep_every)
                 continue
             try:
                 reply = await self._redis.xread(positions, count=READ_COUNT, block=self._block_ms)
@@ -481,7 +494,7 @@ class RedisBroker:
         for key, tail in list(self._tails.items()):
             if tail.has_waiters():
                 continue
-            if now - tail.used_at > LINGER or (tail.closed and now >= tail.expires_at):
+            if now - tail.used_at > self._linger or (tail.closed and now >= tail.expires_at):
                 self._forget(key)
 
     async def aclose(self) -> None:

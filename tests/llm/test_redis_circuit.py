@@ -28,7 +28,6 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.llm import errors
 from app.llm.breaker import (
     CLOSED,
     HALF_OPEN,
@@ -49,6 +48,7 @@ from app.llm.redis_circuit import (
     encode,
 )
 from tests.fakes.clock import ManualClock
+from tests.llm.test_breaker import counted, fail_times, not_counted, unavailable
 from tests.redis_server import RedisServer, free_port
 from tests.redis_server import redis_server as private_redis_server
 
@@ -127,27 +127,6 @@ def shared(request: pytest.FixtureRequest) -> Callable[[Scenario], None]:
 @pytest.fixture
 def on_redis(redis_server: RedisServer) -> Callable[[Scenario], None]:
     return lambda scenario: run_with(redis_server.port, scenario)
-
-
-def counted() -> UpstreamError:
-    return errors.upstream_error("The writing service failed (HTTP 500).")
-
-
-def not_counted() -> UpstreamError:
-    return errors.upstream_error("The writing service rejected the request (HTTP 422).", counts=False)
-
-
-async def fail_times(breaker: Breaker, n: int, exc: UpstreamError | None = None) -> None:
-    for _ in range(n):
-        await (await breaker.acquire()).fail(exc or counted())
-
-
-async def unavailable(breaker: Breaker) -> UpstreamError:
-    with pytest.raises(UpstreamError) as caught:
-        await breaker.acquire()
-    assert caught.value.code == "upstream_unavailable"
-    assert caught.value.counts is False
-    return caught.value
 
 
 async def state(breaker: Breaker) -> Circuit:

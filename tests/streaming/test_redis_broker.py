@@ -27,6 +27,8 @@ from app.streaming.broker import Batch, Broker, InProcessBroker
 from app.streaming.events import Event, Metadata, Text
 from app.streaming.redis_broker import (
     END_ID,
+    LINGER,
+    SWEEP_EVERY,
     BrokerUnavailable,
     RedisBroker,
     SeqGap,
@@ -59,8 +61,17 @@ def client(server: RedisServer, **options: Any) -> aredis.Redis:
 
 
 @asynccontextmanager
-async def redis_broker(server: RedisServer, prefix: str, **options: Any) -> AsyncIterator[RedisBroker]:
-    broker = RedisBroker(client(server, **options), prefix, owns_client=True)
+async def redis_broker(
+    server: RedisServer,
+    prefix: str,
+    *,
+    linger: float = LINGER,
+    sweep_every: float = SWEEP_EVERY,
+    **options: Any,
+) -> AsyncIterator[RedisBroker]:
+    broker = RedisBroker(
+        client(server, **options), prefix, owns_client=True, linger=linger, sweep_every=sweep_every
+    )
     try:
         yield broker
     finally:
@@ -103,6 +114,18 @@ async def filled(broker: AnyBroker, stream_id: str = "s", texts: int = 3) -> Non
     await broker.append(stream_id, METADATA)
     for i in range(texts):
         await broker.append(stream_id, Text(f"w{i} "))
+
+
+async def until(condition: Callable[[], bool], deadline: float = 2.0) -> None:
+    """Wait for `condition` itself (checked each loop turn, bounded), never a guessed delay."""
+    async with asyncio.timeout(deadline):
+        while not condition():  # noqa: ASYNC110 - the broker's own state, which no event of ours announces
+            await asyncio.sleep(0.001)
+
+
+async def readers_waiting(broker: AnyBroker, stream_id: str = "s", count: int = 1) -> None:
+    """Until `count` readers wait for the next event of `stream_id` (so an append now wakes them)."""
+    await until(lambda: broker.waiting(stream_id) >= count)
 
 
 def seqs(batch: Batch | None) -> list[int]:
@@ -240,7 +263,7 @@ def test_read_when_a_later_reader_asks_for_a_shorter_wait_then_it_is_woken_in_ti
     async def scenario(broker: AnyBroker) -> tuple[Batch | None, float]:
         await filled(broker, texts=0)
         patient = asyncio.create_task(broker.read("s", after=1, wait=5))
-        await asyncio.sleep(0.01)
+        await readers_waiting(broker)
         started = time.monotonic()
         batch = await broker.read("s", after=1, wait=0.05)
         patient.cancel()
@@ -255,7 +278,7 @@ def test_read_when_waiting_and_append_then_wakes_promptly_with_the_new_event(run
     async def scenario(broker: AnyBroker) -> tuple[Batch | None, float]:
         await filled(broker, texts=0)
         reader = asyncio.create_task(broker.read("s", after=1, wait=5))
-        await asyncio.sleep(0.01)
+        await readers_waiting(broker)
         assert not reader.done()
         appended_at = time.monotonic()
         await broker.append("s", Text("late"))
@@ -274,7 +297,7 @@ def test_read_when_many_readers_wait_then_all_wake_on_one_append(run: Run) -> No
     async def scenario(broker: AnyBroker) -> tuple[list[Batch | None], float]:
         await filled(broker, texts=0)
         tasks = [asyncio.create_task(broker.read("s", after=1, wait=5)) for _ in range(readers)]
-        await asyncio.sleep(0.01)
+        await readers_waiting(broker, count=readers)
         assert not any(task.done() for task in tasks)
         appended_at = time.monotonic()
         await broker.append("s", Text("all"))
@@ -291,7 +314,7 @@ def test_read_when_woken_then_a_reader_up_to_date_waits_again(run: Run) -> None:
     async def scenario(broker: AnyBroker) -> tuple[Batch | None, float]:
         await filled(broker, texts=0)
         first = asyncio.create_task(broker.read("s", after=1, wait=5))
-        await asyncio.sleep(0.01)
+        await readers_waiting(broker)
         await broker.append("s", Text("one"))
         await asyncio.wait_for(first, 1)
         started = time.monotonic()
@@ -309,7 +332,7 @@ def test_read_when_readers_have_different_cursors_then_each_gets_its_own(run: Ru
         slow = asyncio.create_task(broker.read("s", after=0, wait=5))
         fast = asyncio.create_task(broker.read("s", after=1, wait=5))
         slow_batch = await asyncio.wait_for(slow, 1)
-        await asyncio.sleep(0.01)
+        await readers_waiting(broker)
         assert not fast.done()
         await broker.append("s", Text("x"))
         return slow_batch, await asyncio.wait_for(fast, 1)
@@ -334,7 +357,7 @@ def test_read_when_waiting_and_terminal_event_appended_then_woken_with_it(run: R
     async def scenario(broker: AnyBroker) -> Batch | None:
         await filled(broker, texts=1)
         reader = asyncio.create_task(broker.read("s", after=2, wait=5))
-        await asyncio.sleep(0.01)
+        await readers_waiting(broker)
         await broker.append("s", DONE)
         return await asyncio.wait_for(reader, 1)
 
@@ -349,7 +372,7 @@ def test_close_when_a_reader_waits_then_it_wakes_at_once_with_a_closed_empty_bat
         await filled(broker, texts=1)
         await broker.append("s", DONE)
         waiting = asyncio.create_task(broker.read("s", after=3, wait=5))
-        await asyncio.sleep(0.01)
+        await readers_waiting(broker)
         closed_at = time.monotonic()
         await broker.close("s", retention=RETENTION)
         batch = await asyncio.wait_for(waiting, 1)
@@ -415,7 +438,7 @@ def test_aclose_when_readers_wait_then_they_are_woken(run: Run) -> None:
     async def scenario(broker: AnyBroker) -> list[Batch | None]:
         await filled(broker, texts=0)
         readers = [asyncio.create_task(broker.read("s", after=1, wait=30)) for _ in range(3)]
-        await asyncio.sleep(0.01)
+        await readers_waiting(broker, count=3)
         await broker.aclose()
         return await asyncio.wait_for(asyncio.gather(*readers), 1)
 
@@ -495,7 +518,7 @@ def test_two_brokers_when_one_appends_then_the_other_reads_every_event_and_the_e
             following = asyncio.create_task(follow(reader, "s"))
             latencies = []
             for payload in PAYLOADS:
-                await asyncio.sleep(0.02)
+                await readers_waiting(reader)  # the follower waits: the latency is the append's alone
                 sent = time.monotonic()
                 await writer.append("s", payload)
                 batch = await reader.read("s", after=(await writer.last_seq("s") or 0) - 1, wait=1)
@@ -520,15 +543,17 @@ def test_two_brokers_when_a_reader_waits_on_the_other_then_woken_promptly(
         ):
             await filled(writer, texts=0)
             assert seqs(await reader.read("s", after=0, wait=0)) == [1]
-            await asyncio.sleep(0.12)  # the log has joined the reader's XREAD
+            # one XREAD block (block_ms = 50) and more: the next XREAD holds this log (not observable from
+            # outside, and the join delay is what the test must leave out of the latency it asserts)
+            await asyncio.sleep(0.12)
             waiting = asyncio.create_task(reader.read("s", after=1, wait=5))
-            await asyncio.sleep(0.01)
+            await readers_waiting(reader)
             sent = time.monotonic()
             await writer.append("s", Text("x"))
             batch = await asyncio.wait_for(waiting, 1)
             latency = time.monotonic() - sent
             closing = asyncio.create_task(reader.read("s", after=2, wait=5))
-            await asyncio.sleep(0.01)
+            await readers_waiting(reader)
             await writer.close("s", retention=RETENTION)
             return batch, latency, await asyncio.wait_for(closing, 1)
 
@@ -554,7 +579,7 @@ def test_many_readers_on_another_broker_when_streaming_then_all_get_everything_w
                 await writer.create("s")
                 await writer.append("s", METADATA)
                 tasks = [asyncio.create_task(follow(reader, "s")) for _ in range(readers)]
-                await asyncio.sleep(0.05)
+                await readers_waiting(reader, count=readers)
                 peak = 0
                 for i in range(texts):
                     await writer.append("s", Text(f"w{i} "))
@@ -667,7 +692,9 @@ def test_close_when_retention_passes_then_the_key_is_gone_and_the_stream_unknown
             await broker.append("s", DONE)
             await broker.close("s", retention=0.2)
             kept = await other.read("s", after=0, wait=0)
-            await asyncio.sleep(0.35)
+            async with asyncio.timeout(2):  # the retention itself, bounded
+                while await broker._redis.exists(broker.key("s")):  # noqa: ASYNC110 - Redis expires it
+                    await asyncio.sleep(0.01)
             gone = [
                 await broker._redis.exists(broker.key("s")),
                 await broker.read("s", after=0, wait=1),
@@ -688,8 +715,7 @@ def test_close_when_closed_again_then_the_first_retention_holds(
         async with redis_broker(private_redis, prefix) as broker:
             await filled(broker, texts=0)
             await broker.close("s", retention=RETENTION)
-            await broker.close("s", retention=0.001)
-            await asyncio.sleep(0.01)
+            await broker.close("s", retention=0.001)  # ignored: had it applied, the key would be gone already
             return int(await broker._redis.pttl(broker.key("s")))
 
     assert asyncio.run(main()) > (RETENTION - 2) * 1000
@@ -703,7 +729,7 @@ def test_redis_down_when_called_then_broker_unavailable_and_back_after_a_restart
             async with redis_broker(server, prefix) as broker, redis_broker(server, prefix) as other:
                 await filled(broker, "old", texts=1)
                 waiting = asyncio.create_task(other.read("old", after=2, wait=5))
-                await asyncio.sleep(0.1)
+                await readers_waiting(other, "old")
                 server.stop()
                 with pytest.raises(BrokerUnavailable):
                     await asyncio.wait_for(waiting, 2)  # a waiting reader learns it, not after `wait`
@@ -735,23 +761,18 @@ def test_redis_down_when_called_then_broker_unavailable_and_back_after_a_restart
 
 
 def test_follower_when_readers_come_and_go_then_idle_logs_leave_the_xread(
-    private_redis: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+    private_redis: RedisServer, prefix: str
 ) -> None:
-    import app.streaming.redis_broker as module
-
-    monkeypatch.setattr(module, "LINGER", 0.05)
-    monkeypatch.setattr(module, "SWEEP_EVERY", 0.02)
-
     async def main() -> tuple[int, int]:
         async with (
             redis_broker(private_redis, prefix) as writer,
-            redis_broker(private_redis, prefix) as reader,
+            redis_broker(private_redis, prefix, linger=0.05, sweep_every=0.02) as reader,
         ):
             for i in range(5):
                 await filled(writer, f"s{i}", texts=0)
                 await reader.read(f"s{i}", after=0, wait=0)
-            held = len(reader._tails)
-            await asyncio.sleep(0.3)
-            return held, len(reader._tails)
+            held = reader.followed()
+            await until(lambda: reader.followed() == 0)  # bounded: fails if the logs are never dropped
+            return held, reader.followed()
 
     assert asyncio.run(main()) == (5, 0)
