@@ -57,6 +57,17 @@ async def launch(parts: GenerationParts, job: Job, permit: Permit, run: Generati
     await parts.registry.launch(job, lambda job: work(job, permit))
 
 
+def run_storing(parts: GenerationParts, store: Any) -> GenerationRun:
+    """The parts' run, but storing with `store` (a store that fails, or takes its time)."""
+    return GenerationRun(
+        broker=parts.broker,
+        writer=Writer(parts.chat, "upstream"),
+        store=store,
+        system_prompt=SYSTEM_PROMPT,
+        breaker=parts.breaker,
+    )
+
+
 async def ended(job: Job) -> None:
     async with asyncio.timeout(1):
         await job.finished.wait()
@@ -316,13 +327,7 @@ def test_run_when_store_fails_then_internal_error_and_job_errors(sqlite_database
 
     async def scenario() -> None:
         async with parts_with(sqlite_database, *script("Hello.")) as parts:
-            run = GenerationRun(
-                broker=parts.broker,
-                writer=Writer(parts.chat, "upstream"),
-                store=failing_store,
-                system_prompt=SYSTEM_PROMPT,
-                breaker=parts.breaker,
-            )
+            run = run_storing(parts, failing_store)
             artist = await parts.add_artist()
             job = make_job(artist)
             await launch(parts, job, await parts.breaker.acquire(), run)
@@ -447,13 +452,7 @@ def test_run_when_cancelled_twice_while_storing_then_the_finished_portrait_is_st
                     await asyncio.sleep(0)
                 return await parts.articles.store(draft)
 
-            run = GenerationRun(
-                broker=parts.broker,
-                writer=Writer(parts.chat, "upstream"),
-                store=slow_store,
-                system_prompt=SYSTEM_PROMPT,
-                breaker=parts.breaker,
-            )
+            run = run_storing(parts, slow_store)
             artist = await parts.add_artist()
             job = make_job(artist, origin="stream")
             await launch(parts, job, await parts.breaker.acquire(), run)
@@ -501,13 +500,7 @@ def test_run_when_artist_deleted_while_inside_the_store_then_cancelled_and_nothi
                 await go_on.wait()
                 return await parts.articles.store(draft)
 
-            run = GenerationRun(
-                broker=parts.broker,
-                writer=Writer(parts.chat, "upstream"),
-                store=store_after_the_delete,
-                system_prompt=SYSTEM_PROMPT,
-                breaker=parts.breaker,
-            )
+            run = run_storing(parts, store_after_the_delete)
             artist = await parts.add_artist()
             job = make_job(artist)
             permit = await parts.breaker.acquire()

@@ -48,15 +48,13 @@ from app.llm.redis_circuit import (
     encode,
 )
 from tests.fakes.clock import ManualClock
-from tests.llm.test_breaker import counted, fail_times, not_counted, unavailable
+from tests.llm.test_breaker import LONG_RESET, RESET, counted, fail_times, not_counted, unavailable
 from tests.redis_server import RedisServer, free_port
 from tests.redis_server import redis_server as private_redis_server
 
 pytestmark = pytest.mark.timeout(20)
 
 T = TypeVar("T")
-RESET = 10.0
-LONG_RESET = 30.0
 
 
 # --- a private redis-server -----------------------------------------------------------------------------
