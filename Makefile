@@ -1,5 +1,5 @@
 # Two entry points: `make run` (everything to serve the demo on :8000) and `make test` (every check:
-# ruff, the import layers, mypy, pytest).
+# ruff, the import layers, mypy, pytest). `make cluster`: the service as two processes behind nginx.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install browser nginx redis lint typecheck pytest migrate seed bench clean
+.PHONY: run cluster test install browser nginx redis lint typecheck pytest migrate seed bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ seed: migrate
 
 run: seed
 	$(BIN)/atelier serve --host $(HOST) --port $(PORT)
+
+# Several processes on this machine (docs/deploy.md): the local PostgreSQL (database `atelier` on 127.0.0.1:5432,
+# created if missing) and Redis (127.0.0.1:6379), `atelier migrate` and `seed`, `atelier serve` on :8000 and
+# :8001, and nginx with the shipped nginx.conf on http://127.0.0.1:8080 in front (rendered as tests/nginx renders
+# it, its files in a temporary directory). Ctrl-C stops them all. Options: make cluster CLUSTER_ARGS="--help".
+cluster: install nginx
+	$(BIN)/python -m tests.cluster.local $(CLUSTER_ARGS)
 
 # The browser tests drive Debian's Chromium with Playwright (Playwright's own browser download cannot work
 # here). Installed once, when missing; needs root, as on CI.

@@ -12,7 +12,7 @@ import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import TypedDict
 
@@ -33,21 +33,28 @@ from app.collection.service import CollectionService
 from app.db import create_engine, create_sessionmaker
 from app.demo_writer import DemoProfile, create_demo_app
 from app.errors import install_error_handlers, install_error_schema
-from app.generation.assembly import build_portraits
+from app.generation.assembly import Shared, build_portraits
+from app.generation.board import JobBoard
 from app.generation.portrait import PortraitService
+from app.generation.ratelimit import limit_storage
 from app.generation.router import router as generation_router
 from app.generation.run import Writer
 from app.kit.body_limit import BodySizeLimitMiddleware
 from app.kit.clock import SystemClock
 from app.kit.forwarding import ForwardedForCheck
 from app.kit.read_cache import ReadCache, ReadCacheMiddleware
+from app.kit.read_cache_bus import ReadCacheBus
+from app.kit.redis_client import Redis, redis_client
 from app.kit.sidecar import serve_beside
 from app.llm.breaker import Breaker
 from app.llm.client import LLMClient, UpstreamConfig
+from app.llm.redis_circuit import RedisCircuitStorage
 from app.llm.transport import upstream_http_client
+from app.metrics import Metrics, install_metrics
 from app.settings import Settings, get_settings
 from app.sole_server import sole_server
 from app.streaming.broker import InProcessBroker
+from app.streaming.redis_broker import RedisBroker
 from app.web.router import router as web_router
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,13 +76,15 @@ class AppState(TypedDict):
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
-    broker: InProcessBroker
+    redis: Redis | None  # several processes (ATELIER_REDIS_URL), else None
+    broker: InProcessBroker | RedisBroker
     breaker: Breaker
     catalog: CatalogService
     articles: ArticleService
     collection: CollectionService
     portraits: PortraitService
     reads: ReadCache
+    metrics: Metrics
 
 
 def forget_reads(
@@ -127,23 +136,53 @@ async def services(settings: Settings) -> AsyncIterator[AppState]:
             demo = create_demo_app(settings.demo_tokens_per_second, DEMO_PROFILE)
             base_url, writer_kind = await stack.enter_async_context(serve_beside(demo)) + "/v1", "demo"
             log.info("no ATELIER_LLM_BASE_URL: portraits come from the embedded demo writer")
-        broker = InProcessBroker(clock)
+        redis: Redis | None = None
+        shared: Shared | None = None
+        broker: InProcessBroker | RedisBroker
+        if settings.redis_url:
+            redis = redis_client(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            prefix = settings.redis_prefix
+            broker = RedisBroker(redis, prefix)
+            shared = Shared(
+                board=JobBoard(redis, prefix, lease=settings.job_lease),
+                circuit=RedisCircuitStorage(redis, f"{prefix}circuit:upstream"),
+                limit=limit_storage(redis, prefix),
+            )
+        else:
+            broker = InProcessBroker(clock)
         stack.push_async_callback(broker.aclose)
         catalog = CatalogService(sessionmaker)
         articles = ArticleService(sessionmaker, upstream_configured=settings.llm_base_url is not None)
-        writer = Writer(LLMClient(http, upstream_config(settings, base_url)), writer_kind)
+        metrics = stack.enter_context(Metrics())
+        model = LLMClient(http, upstream_config(settings, base_url))
+        writer = Writer(metrics.metered(model, base_url=base_url, kind=writer_kind), writer_kind)
         portraits = build_portraits(
-            settings, catalog=catalog, articles=articles, broker=broker, writer=writer, clock=clock
+            settings,
+            catalog=catalog,
+            articles=articles,
+            broker=broker,
+            writer=writer,
+            clock=clock,
+            shared=shared,
         )
-        # First out: running jobs end before the resources they use.
+        # First out: running jobs end (or are handed over) before the resources they use.
         stack.push_async_callback(portraits.registry.aclose)
+        portraits.registry.start()
         reads = ReadCache(int(settings.read_cache_mb * 2**20), settings.read_cache_ttl)
         forget_reads(reads, catalog, articles, portraits)
+        if redis is not None:
+            # a write on any process is seen on every other (or the cache's TTL bounds a lost message)
+            bus = ReadCacheBus(reads, redis, f"{settings.redis_prefix}reads")
+            bus.start()
+            stack.push_async_callback(bus.aclose)
+        metrics.watch(portraits, articles, reads)
         yield AppState(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
             http=http,
+            redis=redis,
             broker=broker,
             breaker=portraits.breaker,
             catalog=catalog,
@@ -151,6 +190,7 @@ async def services(settings: Settings) -> AsyncIterator[AppState]:
             collection=CollectionService(catalog, articles, settings.default_language),
             portraits=portraits,
             reads=reads,
+            metrics=metrics,
         )
 
 
@@ -159,7 +199,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
-        async with services(settings) as state, sole_server(state["engine"]):
+        # Without Redis, one server per database (its jobs are its own); with it, any number.
+        async with (
+            services(settings) as state,
+            sole_server(state["engine"]) if settings.redis_url is None else nullcontext(),
+        ):
             # Everything built so far lives as long as the process: move it out of the garbage
             # collector's reach, so full collections (which pause every stream) only walk what streams
             # allocate.
@@ -182,6 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         ForwardedForCheck, trusted_proxies=settings.trusted_proxies, setting="ATELIER_TRUSTED_PROXIES"
     )
+    install_metrics(app)  # /metrics, and the count of open streams (outermost: it sees every response)
     app.include_router(health.router)
     app.include_router(collection_router)
     app.include_router(articles_router)

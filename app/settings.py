@@ -64,7 +64,13 @@ class Settings(BaseSettings):
     generation_rate: str = "10/minute"
     trusted_proxies: CommaList = ["127.0.0.1"]
     max_body_bytes: int = Field(65_536, gt=0)
+    # Several processes (docs/deploy.md): Redis shares jobs, logs, the circuit and the limit; every key Atelier
+    # writes starts with the prefix (two services, or a test run, can share one Redis); a process silent for
+    # `job_lease` seconds loses its jobs to another, which looks for such jobs every `job_scan` seconds.
     redis_url: str | None = None
+    redis_prefix: str = "atelier:"
+    job_lease: float = Field(5, gt=0)
+    job_scan: float = Field(1, gt=0)
     # The read cache (app/kit/read_cache.py): the bytes of hot responses it may hold, and the longest it
     # keeps one (what bounds a stale read when another process's invalidation is lost).
     read_cache_mb: float = Field(64, ge=0)

@@ -204,3 +204,69 @@ def test_migrate_when_stored_html_of_an_older_renderer_then_rendered_again(tmp_p
     assert row == (render_markdown("# Old\n\n*Text.*\n"), RENDERER_VERSION)
     again = atelier("migrate", database=database)
     assert again.returncode == 0 and "rendered again" not in again.stdout
+
+
+def test_serve_with_several_workers_and_no_redis_then_refused_saying_why(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "ATELIER_REDIS_URL"}
+    result = atelier("serve", "--workers", "3", database=tmp_path / "w.db", env=env)
+    assert result.returncode == 2
+    assert "--workers 3 refused: ATELIER_REDIS_URL is not set" in result.stderr
+    assert "Redis" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_with_two_workers_and_redis_then_both_serve_and_report_their_metrics_as_one(
+    tmp_path: Path,
+) -> None:
+    """With ATELIER_REDIS_URL, `--workers 2` runs two uvicorn workers on one port (the same SQLite file: no
+    one-server-per-database refusal with Redis); `atelier serve` gives them a private PROMETHEUS_MULTIPROC_DIR
+    (under TMPDIR) which both write to and which is gone once it stops."""
+    from tests.nginx.servers import clean_environment, free_port, process, serve_command
+    from tests.redis_server import redis_server, unique_prefix
+    from tests.support import wait_until
+
+    database = tmp_path / "workers.db"
+    assert atelier("migrate", database=database).returncode == 0
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    port = free_port()
+    with redis_server() as redis:
+        env = clean_environment(
+            ATELIER_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+            ATELIER_REDIS_URL=redis.url,
+            ATELIER_REDIS_PREFIX=unique_prefix(),
+            TMPDIR=str(temporary),
+        )
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        with (
+            process("serve", serve_command(port, "--workers", "2"), env=env, cwd=tmp_path) as served,
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client,
+        ):
+            scrapes: list[httpx.Response] = []
+
+            def scraped_by() -> set[int]:
+                """The workers that answered a scrape (each writes the circuit's gauges when it does)."""
+                served.check_alive()
+                try:
+                    # a new connection each time: either worker may accept it
+                    scrapes.append(client.get("/metrics", headers={"Connection": "close"}))
+                except httpx.TransportError:
+                    return set()  # not listening yet
+                return {
+                    int(path.stem.rpartition("_")[2])
+                    for path in temporary.glob("atelier-metrics-*/gauge_livemostrecent_*.db")
+                }
+
+            wait_until(lambda: len(scraped_by()) == 2, timeout=30, what="both workers answering")
+            workers = scraped_by()
+            assert served.popen.pid not in workers  # the workers, not the supervisor
+            for pid in workers:
+                os.kill(pid, 0)  # both still running: neither refused to start
+            assert all(response.status_code == 200 for response in scrapes)
+            assert "atelier_jobs_running 0.0" in scrapes[-1].text
+            assert (
+                "process_cpu_seconds_total" not in scrapes[-1].text
+            )  # multiprocess: no per-process collectors
+            assert client.get("/health").json() == {"status": "ok"}
+            served.stop()
+            assert served.popen.returncode in (0, -15), served.log()
+        assert list(temporary.glob("atelier-metrics-*")) == []  # removed at exit

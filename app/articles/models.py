@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
@@ -16,6 +16,8 @@ class Article(Base):
     __table_args__ = (
         # Also the index that finds the latest version of (artist, language, length).
         UniqueConstraint("artist_id", "language", "length", "version", name="uq_articles_version"),
+        # One article per job, whichever process stored it (a job taken over: alembic 0007).
+        Index("uq_articles_job_id", "job_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

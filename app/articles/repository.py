@@ -107,6 +107,10 @@ class ArticleRepository:
         )
         return rows.all()
 
+    async def of_job(self, job_id: str) -> Article | None:
+        found = await self.session.scalars(select(Article).where(Article.job_id == job_id))
+        return found.first()
+
     async def add(self, article: Article) -> Article:
         self.session.add(article)
         await self.session.flush()

@@ -49,6 +49,10 @@ class Versioned(Protocol):
     def facts_version(self) -> int: ...
 
 
+class JobStored(Exception):
+    """An article of this job is stored already (another process stored it: the job was taken over)."""
+
+
 class ArtistGone(Exception):
     """The artist was deleted before its portrait could be stored: nothing was stored. Not a failure of
     ours: a generation that meets it ends as cancelled, which the deletion also asks for."""
@@ -160,6 +164,8 @@ class ArticleService:
                     session.expunge_all()
                     if await ArtistRepository(session).get(draft.artist_id) is None:
                         raise ArtistGone(draft.artist_id) from exc
+                    if draft.job_id is not None and await repository.of_job(draft.job_id) is not None:
+                        raise JobStored(draft.job_id) from exc
                     continue
             for hook in self.on_stored:
                 await hook(draft.artist_id)

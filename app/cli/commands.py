@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 
 from app.cli.generate import GenerateFailed, OpenParts, add_arguments, generate
 from app.settings import get_settings
@@ -17,35 +21,49 @@ MAX_HEADER_BYTES = 64 * 1024
 
 
 WORKERS_REFUSED = (
-    "atelier serve: --workers {workers} refused: the workers of one service would each run their own jobs "
-    "(a portrait written twice, a reader's resume landing on a worker that does not have it). Several "
-    "processes need their jobs shared through Redis (ATELIER_REDIS_URL, issue 12), which is not built yet: "
-    "run one worker per database.\n"
+    "atelier serve: --workers {workers} refused: ATELIER_REDIS_URL is not set. Several processes share their "
+    "jobs, event logs, circuit and limits through Redis; without it each worker would run its own jobs (a "
+    "portrait written twice, a reader's resume landing on a worker that does not have it). Set "
+    "ATELIER_REDIS_URL, or run one worker.\n"
 )
+# prometheus-client's multiprocess mode: where each worker writes its metrics, so a scrape on any reads all.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    if args.workers > 1:
+    settings = get_settings()
+    if args.workers > 1 and not settings.redis_url:
         sys.stderr.write(WORKERS_REFUSED.format(workers=args.workers))
         return 2
-    uvicorn.run(
-        "app.main:app",
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        # The one place X-Forwarded-For is read (app/auth.py takes the client as uvicorn gives it): only from
-        # the peers in ATELIER_TRUSTED_PROXIES, never uvicorn's own default.
-        proxy_headers=True,
-        forwarded_allow_ips=get_settings().trusted_proxies,
-        # httptools by default: it costs less CPU per streamed event than h11 (bench/relay.py), and nginx bounds
-        # the request head in front; h11, on demand, bounds it itself. See docs/deployment.md.
-        http=args.http,
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-        limit_concurrency=args.limit_concurrency,
-        timeout_keep_alive=args.timeout_keep_alive,
-    )
+    with ExitStack() as stack:
+        if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+            # The workers report as one (app/metrics.py): a directory of this run alone, empty at start (no
+            # counts of an earlier run), removed at exit; the workers, started afterwards, inherit it.
+            directory = tempfile.mkdtemp(prefix="atelier-metrics-")
+            stack.callback(shutil.rmtree, directory, ignore_errors=True)
+            os.environ[MULTIPROC_ENV] = directory
+        uvicorn.run(
+            "app.main:app",
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            # The one place X-Forwarded-For is read (app/auth.py takes the client as uvicorn gives it): only
+            # from the peers in ATELIER_TRUSTED_PROXIES, never uvicorn's own default.
+            proxy_headers=True,
+            forwarded_allow_ips=settings.trusted_proxies,
+            # httptools by default: it costs less CPU per streamed event than h11 (bench/relay.py), and nginx
+            # bounds the request head in front; h11, on demand, bounds it itself. See docs/deployment.md.
+            http=args.http,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            limit_concurrency=args.limit_concurrency,
+            timeout_keep_alive=args.timeout_keep_alive,
+            # SSE streams never close by themselves: without a bound, a stopping process would wait for its
+            # readers forever and never reach its lifespan's end, where its jobs are handed over.
+            timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+            workers=args.workers,
+        )
     return 0
 
 
@@ -148,7 +166,18 @@ def build_parser(open_parts: OpenParts) -> argparse.ArgumentParser:
         "--timeout-keep-alive", type=int, default=5, help="seconds an idle keep-alive connection is kept"
     )
     serve.add_argument(
-        "--workers", type=int, default=1, help="worker processes: 1 (several need Redis: not built yet)"
+        "--workers",
+        type=_count,
+        default=1,
+        help="worker processes (default 1); more than one needs ATELIER_REDIS_URL, and they report their "
+        "metrics as one",
+    )
+    serve.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        default=3.0,
+        help="seconds open streams get after SIGTERM before they are closed (their readers reconnect "
+        "elsewhere) and the running jobs are handed over to another process (default 3)",
     )
     serve.set_defaults(run=_serve)
 

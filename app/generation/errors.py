@@ -17,3 +17,12 @@ class SyncTimeout(AppError):
 
 
 RATE_LIMITED_MESSAGE = "Too many new portraits from this address; try again later."
+BROKER_UNAVAILABLE_MESSAGE = "Atelier's shared state (Redis) cannot be reached; try again shortly."
+
+
+class BrokerDown(AppError):
+    """Several processes, and Redis cannot be reached: a job cannot be found, started or cancelled."""
+
+    status_code = 503
+    code = "broker_unavailable"
+    message = BROKER_UNAVAILABLE_MESSAGE

@@ -24,16 +24,16 @@ from app.auth import Client
 from app.catalog.models import Artist
 from app.catalog.schemas import ArtistFacts
 from app.errors import Unauthorized
-from app.generation.errors import RATE_LIMITED_MESSAGE, JobNotFound
+from app.generation.errors import BROKER_UNAVAILABLE_MESSAGE, RATE_LIMITED_MESSAGE, BrokerDown, JobNotFound
 from app.generation.jobs import Job, JobError, Origin
 from app.generation.positions import ReplayPosition, parse_position, replay_stream_id, seq_in
-from app.generation.ratelimit import GenerationLimiter
+from app.generation.ratelimit import GenerationLimiter, LimitUnavailable
 from app.generation.registry import JobRegistry
 from app.generation.replay import replay_events
 from app.generation.run import GenerationRun, error_event
 from app.llm.breaker import Breaker
 from app.llm.errors import UpstreamError
-from app.streaming.broker import Broker
+from app.streaming.broker import Broker, BrokerUnavailable
 from app.streaming.events import Event
 from app.streaming.responses import follow_list, follow_log
 
@@ -157,11 +157,19 @@ class PortraitService:
         return await self._wait(started)
 
     async def _start_or_join(self, artist: Artist, request: PortraitRequest) -> Job | Refused:
+        try:
+            return await self._start_or_join_job(artist, request)
+        except BrokerUnavailable:
+            # Several processes and Redis cannot be reached: no process can know whether another runs this
+            # portrait, so none starts it (stored portraits are still served).
+            return Refused("broker_unavailable", BROKER_UNAVAILABLE_MESSAGE, None)
+
+    async def _start_or_join_job(self, artist: Artist, request: PortraitRequest) -> Job | Refused:
         key = (artist.id, request.language, request.length)
         async with self.registry.starting(key):
-            job = self.registry.running(key)
+            job = await self.registry.find_running(key)
             if job is not None:
-                self.registry.keep_alive(job, request.origin)
+                await self.registry.keep_alive(job, request.origin)
                 return job
             try:
                 permit = await self.breaker.acquire()
@@ -169,7 +177,11 @@ class PortraitService:
                 return Refused(exc.code, exc.message, exc.retry_after)
             # Counted only once the circuit let it through: a refused request started no generation.
             if not request.client.trusted:
-                retry_after = await self.limiter.hit(request.client.address)
+                try:
+                    retry_after = await self.limiter.hit(request.client.address)
+                except LimitUnavailable:
+                    await permit.release()
+                    raise BrokerUnavailable("the generation limit cannot be read") from None
                 if retry_after is not None:
                     await permit.release()
                     return Refused("rate_limited", RATE_LIMITED_MESSAGE, retry_after)
@@ -183,18 +195,24 @@ class PortraitService:
                 origin=request.origin,
             )
             try:
-                await self.registry.launch(job, lambda job: self.run(job, permit))
+                running = await self.registry.launch(job, lambda job: self.run(job, permit))
             except BaseException:
                 await permit.release()  # no call was made: a trial permit must not stay taken
                 raise
-            return job
+            if running is not job:  # another process claimed this portrait first: join its job
+                await permit.release()
+                await self.registry.keep_alive(running, request.origin)
+            return running
 
     # --- streams ---------------------------------------------------------------------------------------
 
     async def follow_job(self, job_id: str, resume: str | None) -> Stream | NothingAfter:
         """The job's own stream (`/jobs/{id}/stream`), from where the reader was."""
-        job = self.job(job_id)
-        return await self._follow(job, after=seq_in(job.id, resume))
+        job = await self.job(job_id)
+        try:
+            return await self._follow(job, after=seq_in(job.id, resume))
+        except BrokerUnavailable:
+            raise BrokerDown() from None
 
     async def _follow(self, job: Job, after: int) -> Stream | NothingAfter:
         last = await self.broker.last_seq(job.id)
@@ -226,9 +244,12 @@ class PortraitService:
             if found is not None and (found[0].artist_id, found[0].language, found[0].length) == key:
                 return self._replay(found[0], artist, after=position.seq)
         elif position is not None:
-            job = self.registry.get(position.job_id)
-            if job is not None and job.key == key:
-                return await self._follow(job, after=position.seq)
+            try:
+                job = await self.registry.find(position.job_id)
+                if job is not None and job.key == key:
+                    return await self._follow(job, after=position.seq)
+            except BrokerUnavailable:
+                return None  # the log cannot be read now: the reader is answered as a new one
         return None
 
     def _refusal_stream(self, artist: Artist, request: PortraitRequest, refused: Refused) -> Stream:
@@ -262,14 +283,25 @@ class PortraitService:
 
     # --- jobs ------------------------------------------------------------------------------------------
 
-    def job(self, job_id: str) -> Job:
-        job = self.registry.get(job_id)
+    async def job(self, job_id: str) -> Job:
+        try:
+            job = await self.registry.find(job_id)
+        except BrokerUnavailable:
+            raise BrokerDown() from None
         if job is None:
             raise JobNotFound()
         return job
 
-    def running(self, artist_id: int, language: str, length: str) -> Job | None:
-        return self.registry.running((artist_id, language, length))
+    async def running(self, artist_id: int, language: str, length: str) -> Job | None:
+        """The job writing this portrait, wherever it runs; None also when that cannot be known now."""
+        try:
+            return await self.registry.find_running((artist_id, language, length))
+        except BrokerUnavailable:
+            return None
 
     async def cancel(self, job_id: str) -> None:
-        await self.registry.cancel_and_wait(self.job(job_id))
+        job = await self.job(job_id)
+        try:
+            await self.registry.cancel_and_wait(job)
+        except BrokerUnavailable:
+            raise BrokerDown() from None

@@ -132,7 +132,7 @@ async def job_stream(
 
 @router.get("/jobs/{job_id}", responses=error_responses(404))
 async def job_status(portraits: PortraitsDep, job_id: JobId) -> JobStatus:
-    return JobStatus.of(portraits.job(job_id))
+    return JobStatus.of(await portraits.job(job_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204, responses=error_responses(401, 404))

@@ -25,21 +25,29 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from app.articles.models import Article
 from app.articles.params import TARGET_WORDS
-from app.articles.service import ArticleDraft, ArtistGone
+from app.articles.service import ArticleDraft, ArtistGone, JobStored
 from app.generation import prompt
-from app.generation.jobs import CANCELLED_MESSAGE, Job, JobError, Status
-from app.generation.longform import EchoFilter, Plan, length_score, next_ask, open_structure, parse_outline
+from app.generation.jobs import CANCELLED_MESSAGE, Job, JobError, Recovery, Status
+from app.generation.longform import (
+    EchoFilter,
+    Plan,
+    PlannedSection,
+    length_score,
+    next_ask,
+    open_structure,
+    parse_outline,
+)
 from app.kit.text import count_words
 from app.llm import errors
 from app.llm.breaker import Breaker, Permit
 from app.llm.client import ChatModel, Finish, Messages, TextDelta
 from app.llm.errors import NOT_RETRYABLE, UpstreamError
-from app.streaming.broker import Broker
+from app.streaming.broker import AppendRefused, Broker, BrokerUnavailable
 from app.streaming.events import (
     Continued,
     Done,
@@ -47,6 +55,7 @@ from app.streaming.events import (
     Metadata,
     Outline,
     OutlineSection,
+    Payload,
     Section,
     Text,
     Usage,
@@ -55,7 +64,11 @@ from app.streaming.events import (
 log = logging.getLogger("atelier.jobs")
 
 INTERNAL_ERROR_MESSAGE = "Something went wrong on our side; it has been logged."
+BROKER_UNAVAILABLE_MESSAGE = "Atelier's shared state cannot be reached; try again shortly."
+WORKER_LOST_MESSAGE = "The process writing this portrait was lost, and continuation is off."
+LOST_AFTER_STORE_MESSAGE = "The portrait was stored by the process that began it; reload to read it."
 Store = Callable[[ArticleDraft], Awaitable[Article]]
+Owns = Callable[[Job], Awaitable[bool]]
 ContinuationMode = Literal["prefix", "prefill", "off"]
 PlanMode = Literal["auto", "always", "never"]
 # Failures after which a portrait goes on with another call (the contract's "Long portraits").
@@ -93,6 +106,10 @@ class LongForm:
 
     def plans(self, length: str) -> bool:
         return self.plan == "always" or (self.plan == "auto" and length == "long")
+
+
+class Fenced(Exception):
+    """This process no longer owns the job (another took it over): stop, writing nothing more."""
 
 
 class Cut(Exception):
@@ -157,8 +174,11 @@ class GenerationRun:
         system_prompt: str,
         breaker: Breaker,
         longform: LongForm | None = None,
+        owns: Owns | None = None,
     ) -> None:
         self.broker = broker
+        # With several processes: whether this process still owns a job, asked before its article is stored.
+        self.owns = owns
         self.writer = writer
         self.store = store
         self.system_prompt = system_prompt
@@ -194,23 +214,48 @@ class GenerationRun:
     async def __call__(self, job: Job, permit: Permit) -> None:
         started = time.monotonic()
         tally = Tally(started=started, deadline=started + self.longform.total_timeout, permit=permit)
+        await self._run(job, tally, None)
+
+    async def resume(self, job: Job, recovery: Recovery) -> None:
+        """Go on with a job taken over from a process that died, from what its log holds (`job.text`): a
+        `continued` seam (`reason: takeover`) and the continuation, within the portrait's total time. With
+        continuation off it ends with `worker_lost`."""
+        elapsed = max(0.0, (datetime.now(UTC) - job.started_at).total_seconds())
+        now = time.monotonic()
+        tally = Tally(
+            started=now - elapsed,
+            deadline=now - elapsed + self.longform.total_timeout,
+            permit=None,
+            continuations=job.continuations,
+        )
+        tally.usage_unknown()  # what the lost process's calls used is lost with it
+        if recovery.began and self.longform.continuation == "off":
+            await self._guarded(job, self._fail(job, "worker_lost", WORKER_LOST_MESSAGE, None))
+            return
+        await self._run(job, tally, recovery if recovery.began else None)
+
+    async def _run(self, job: Job, tally: Tally, recovery: Recovery | None) -> None:
         job.status = "running"
         try:
-            metadata = self.metadata(
-                job_id=job.id,
-                artist_id=job.artist_id,
-                artist_name=job.facts.name,
-                language=job.language,
-                length=job.length,
-                started_at=job.started_at,
-            )
-            await self.broker.append(job.id, metadata)
+            if recovery is None:
+                metadata = self.metadata(
+                    job_id=job.id,
+                    artist_id=job.artist_id,
+                    artist_name=job.facts.name,
+                    language=job.language,
+                    length=job.length,
+                    started_at=job.started_at,
+                )
+                await self._emit(job, metadata)
             try:
-                plan = await self._outline(job, tally) if self.longform.plans(job.length) else None
-                if plan is not None:
-                    await self._write_plan(job, plan, tally)
+                if recovery is not None:
+                    await self._go_on(job, recovery, tally)
                 else:
-                    await self._write(job, self._messages(job), tally, start=0)
+                    plan = await self._outline(job, tally) if self.longform.plans(job.length) else None
+                    if plan is not None:
+                        await self._write_plan(job, plan, tally)
+                    else:
+                        await self._write(job, self._messages(job), tally, start=0)
             except Cut as cut:
                 tally.truncated, tally.finish_reason = True, cut.reason
             if not job.text.strip():
@@ -220,20 +265,71 @@ class GenerationRun:
             if tally.permit is not None:
                 await tally.permit.fail(exc)  # failed before its first call could be made
                 tally.permit = None
-            await self._fail(job, exc.code, exc.message, exc.retry_after)
+            await self._guarded(job, self._fail(job, exc.code, exc.message, exc.retry_after))
         except asyncio.CancelledError:
             await self._release(tally)  # a reader leaving says nothing about the upstream's health
-            await self._fail(job, "cancelled", CANCELLED_MESSAGE, None, status="cancelled")
+            if job.abandoned:
+                return  # handed over (shutdown) or taken over: another process writes its end
+            await self._guarded(
+                job, self._fail(job, "cancelled", CANCELLED_MESSAGE, None, status="cancelled")
+            )
         except ArtistGone:
             # Deleted while we wrote or stored: the deletion cancels its jobs (catalog's on_deleted), and
             # its commit may land before that cancel does. Either way the end is the same: cancelled, and
             # nothing stored.
             await self._release(tally)
-            await self._fail(job, "cancelled", CANCELLED_MESSAGE, None, status="cancelled")
+            await self._guarded(
+                job, self._fail(job, "cancelled", CANCELLED_MESSAGE, None, status="cancelled")
+            )
+        except JobStored:
+            # Stored by the process this job was taken from, stalled between its store and its `done`: one
+            # article, as promised; this stream ends without claiming it.
+            await self._release(tally)
+            await self._guarded(job, self._fail(job, "worker_lost", LOST_AFTER_STORE_MESSAGE, None))
+        except (Fenced, AppendRefused) as exc:
+            # Another process owns the job now (this one was stalled past its lease): not a word more.
+            await self._release(tally)
+            job.abandoned = True
+            log.warning("job %s: fenced out (%s): another process goes on with it", job.id, exc)
+        except BrokerUnavailable as exc:
+            # The log cannot be written: the job ends here; its readers hear `broker_unavailable` from
+            # their own read of the log, which fails the same way.
+            await self._release(tally)
+            job.status, job.error = "error", JobError("broker_unavailable", BROKER_UNAVAILABLE_MESSAGE)
+            log.warning("job %s: Redis unreachable (%s): ended", job.id, exc)
         except Exception:
             log.exception("job %s failed", job.id)
             await self._release(tally)
-            await self._fail(job, "internal_error", INTERNAL_ERROR_MESSAGE, None)
+            await self._guarded(job, self._fail(job, "internal_error", INTERNAL_ERROR_MESSAGE, None))
+
+    async def _guarded(self, job: Job, ending: Awaitable[None]) -> None:
+        """Write a job's `error` end, unless its log cannot take it (fenced out, or Redis unreachable)."""
+        try:
+            await ending
+        except AppendRefused as exc:
+            job.abandoned = True
+            log.warning("job %s: fenced out at its end (%s)", job.id, exc)
+        except BrokerUnavailable as exc:
+            job.status, job.error = "error", JobError("broker_unavailable", BROKER_UNAVAILABLE_MESSAGE)
+            log.warning("job %s: its end could not be written: Redis unreachable (%s)", job.id, exc)
+
+    async def _emit(self, job: Job, payload: Payload) -> None:
+        """Append to the job's log at the seq after this process's last: a process whose job was taken
+        over meanwhile finds that seq written by the new owner, and is fenced out (`StaleAppend`)."""
+        event = await self.broker.append_at(job.id, job.seq + 1, payload)
+        job.seq = event.seq
+
+    async def _go_on(self, job: Job, recovery: Recovery, tally: Tally) -> None:
+        """The rest of a taken-over portrait: the unit it was in, continued, then (planned) the next ones."""
+        outline = recovery.outline
+        if outline is None:
+            await self._write(job, self._messages(job), tally, start=0, seam="takeover")
+            return
+        if recovery.section is None:  # planned, but lost before its first section: its seam, then the plan
+            tally.continuations += 1
+            job.continuations = tally.continuations
+            await self._emit(job, Continued(reason="takeover", attempt=tally.continuations))
+        await self._write_plan(job, _plan_of(job, outline), tally, resume=recovery)
 
     def _messages(self, job: Job) -> Messages:
         return prompt.build_messages(self.system_prompt, job.facts, job.language, job.length)
@@ -301,15 +397,37 @@ class GenerationRun:
         if tally.ttft_ms is None:
             tally.ttft_ms = round((time.monotonic() - tally.started) * 1000)
         job.parts.append(text)
-        await self.broker.append(job.id, Text(text))
+        await self._emit(job, Text(text))
 
-    async def _write(self, job: Job, messages: Messages, tally: Tally, *, start: int) -> None:
+    async def _write(
+        self, job: Job, messages: Messages, tally: Tally, *, start: int, seam: str | None = None
+    ) -> None:
         """Write one unit (the whole portrait, or one section, whose text begins at `start` in the job's
-        text) with as many continuations as it takes and the settings allow."""
+        text) with as many continuations as it takes and the settings allow. With `seam` (a takeover), the
+        unit was begun by another process: it starts with a seam of that reason (not counted against the
+        limit: the writer did nothing wrong)."""
         mode = self.longform.continuation
         call_messages, echo = messages, ""
-        permit = await self._permit(job, tally)
+        reason = seam
+        permit = None if seam is not None else await self._permit(job, tally)
         while True:
+            if reason is not None:
+                if mode == "off" or (
+                    reason != seam and tally.continuations >= self.longform.max_continuations
+                ):
+                    raise Cut(reason)
+                # the next call's permit before its seam: a circuit that refuses it leaves no seam behind
+                permit = await self._permit(job, tally)
+                tally.continuations += 1
+                job.continuations = tally.continuations
+                await self._emit(job, Continued(reason=reason, attempt=tally.continuations))
+                unit = job.text[start:]
+                # go on from this unit's text; with none yet (a section that broke before its first word),
+                # ask again
+                call_messages = prompt.continuation_messages(messages, unit, mode) if unit else messages
+                echo = unit
+                seam = None
+            assert permit is not None
             try:
                 finish, _ = await self._call(job, call_messages, permit, tally, echo=echo, emit=True)
             except UpstreamError as exc:
@@ -330,16 +448,6 @@ class GenerationRun:
                     return
                 if mode == "off":
                     raise Cut(reason)
-            if tally.continuations >= self.longform.max_continuations:
-                raise Cut(reason)
-            # the next call's permit before its seam: a circuit that refuses it leaves no seam behind
-            permit = await self._permit(job, tally)
-            tally.continuations += 1
-            await self.broker.append(job.id, Continued(reason=reason, attempt=tally.continuations))
-            unit = job.text[start:]
-            # go on from this unit's text; with none yet (a section that broke before its first word), ask again
-            call_messages = prompt.continuation_messages(messages, unit, mode) if unit else messages
-            echo = unit
 
     # --- planned portraits -----------------------------------------------------------------------------
 
@@ -365,10 +473,13 @@ class GenerationRun:
             return plan
         return None
 
-    async def _write_plan(self, job: Job, plan: Plan, tally: Tally) -> None:
+    async def _write_plan(
+        self, job: Job, plan: Plan, tally: Tally, *, resume: Recovery | None = None
+    ) -> None:
         """Each section in its own call, in order. The outline as stored with the version records where
         each section began in the markdown (so a replay announces it there), as soon as it begins: a
-        portrait cut mid-way keeps the sections it reached."""
+        portrait cut mid-way keeps the sections it reached. `resume`: a taken-over portrait, whose outline and
+        sections up to `resume.section` are in its log already; that one is continued, then the rest."""
         target = TARGET_WORDS[job.length]
         planned = [section.target_words for section in plan.sections]
         sections = plan.as_prompt()
@@ -376,18 +487,41 @@ class GenerationRun:
             {"title": s.title, "target_words": s.target_words, "start": None} for s in plan.sections
         ]
         tally.outline = {"title": plan.title, "sections": stored}
-        await self.broker.append(
-            job.id,
-            Outline(tuple(OutlineSection(s.title, s.target_words) for s in plan.sections)),
-        )
+        first = 0
+        if resume is None or resume.section is None:
+            await self._emit(
+                job,
+                Outline(tuple(OutlineSection(s.title, s.target_words) for s in plan.sections)),
+            )
+        else:
+            first, start = resume.section, resume.section_start
+            for index, begun in resume.starts.items():
+                if 0 <= index < len(stored):
+                    stored[index]["start"] = begun
+            so_far = job.text[:start]
+            ask = next_ask(target, count_words(so_far), planned, first, 1.0)
+            messages = prompt.section_messages(
+                self.system_prompt,
+                job.facts,
+                job.language,
+                title=plan.title,
+                sections=sections,
+                index=first,
+                words=ask,
+                so_far=so_far,
+            )
+            await self._write(job, messages, tally, start=start, seam="takeover")
+            first += 1
         asked = written = 0
         for index, section in enumerate(plan.sections):
+            if index < first:
+                continue
             if job.text and not job.text.endswith("\n\n"):
                 # sections are blocks: the next heading starts after a blank line
                 separator = "\n\n" if not job.text.endswith("\n") else "\n"
                 job.parts.append(separator)
-                await self.broker.append(job.id, Text(separator))
-            await self.broker.append(job.id, Section(index=index, title=section.title))
+                await self._emit(job, Text(separator))
+            await self._emit(job, Section(index=index, title=section.title))
             start = len(job.text)
             stored[index]["start"] = start
             ratio = written / asked if asked else 1.0
@@ -414,6 +548,8 @@ class GenerationRun:
         duration_ms = round((time.monotonic() - tally.started) * 1000)
         words = count_words(markdown)
         score = length_score(TARGET_WORDS[job.length], words)
+        if self.owns is not None and not await self.owns(job):
+            raise Fenced(f"job {job.id} is owned by another process")  # it stores, not us
         article = await self._store(
             ArticleDraft(
                 artist_id=job.artist_id,
@@ -437,8 +573,8 @@ class GenerationRun:
             )
         )
         job.article_id, job.version = article.id, article.version
-        await self.broker.append(
-            job.id,
+        await self._emit(
+            job,
             Done(
                 article_id=article.id,
                 version=article.version,
@@ -471,4 +607,11 @@ class GenerationRun:
         job.status = status
         job.error = JobError(code, message)
         log.info("job %s ended: %s", job.id, code)
-        await self.broker.append(job.id, error_event(code, message, retry_after))
+        await self._emit(job, error_event(code, message, retry_after))
+
+
+def _plan_of(job: Job, outline: Outline) -> Plan:
+    """A taken-over portrait's plan, as its `outline` event told it (the points of the sections, which only
+    the lost process knew, are not needed to go on: each section's title and the text so far guide it)."""
+    sections = tuple(PlannedSection(s.title, s.title, s.target_words) for s in outline.sections)
+    return Plan(title=job.facts.name, sections=sections)

@@ -83,6 +83,9 @@ class ReadCache:
         self.misses = 0
         # Called with the scopes of every local invalidation: how other processes hear of them.
         self.listeners: list[Callable[[tuple[str, ...]], None]] = []
+        # Called with True for each read answered from the cache, False for each read a route marked
+        # cacheable that had to be built (reads no route marks are neither): metrics.
+        self.on_lookup: list[Callable[[bool], None]] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -129,6 +132,8 @@ class ReadCache:
             return None
         self._entries.move_to_end(key)
         self.hits += 1
+        for hook in self.on_lookup:
+            hook(True)
         return entry
 
     def put(self, key: Key, entry: Entry) -> bool:
@@ -249,8 +254,11 @@ class ReadCacheMiddleware:
             if message.get("more_body", False):
                 return
             entry, keepable = _entry(start, b"".join(chunks), scope[SCOPE_KEY], built_at, cache.monotonic())
-            if storable and keepable:
-                cache.put(key, entry)
+            if storable:
+                for hook in cache.on_lookup:
+                    hook(False)
+                if keepable:
+                    cache.put(key, entry)
             await self._answer(entry, headers.get(b"if-none-match"), head, began, send)
 
         await self.app(scope, receive, buffering_send)

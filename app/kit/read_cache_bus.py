@@ -69,6 +69,7 @@ class ReadCacheBus:
         self._pending: set[asyncio.Task[None]] = set()
         self._subscriber: asyncio.Task[None] | None = None
         self._publish_failing = False
+        self._closing = False
 
     # --- lifecycle ---
 
@@ -83,8 +84,11 @@ class ReadCacheBus:
         if self._on_invalidate in self.cache.listeners:
             self.cache.listeners.remove(self._on_invalidate)
         if self._subscriber is not None:
+            # redis-py's pub/sub read can swallow a cancel (its reconnect logic): the flag ends the loops at
+            # their next turn, and the wait is bounded either way (a read times out after `keepalive`).
+            self._closing = True
             self._subscriber.cancel()
-            await asyncio.gather(self._subscriber, return_exceptions=True)
+            await asyncio.wait([self._subscriber], timeout=self.keepalive + 1)
             self._subscriber = None
         if self._pending:
             _done, late = await asyncio.wait(self._pending, timeout=publish_grace)
@@ -132,7 +136,7 @@ class ReadCacheBus:
 
     async def _subscribe_forever(self) -> None:
         failures = 0  # attempts in a row that never got a subscription
-        while True:
+        while not self._closing:
             subscriptions = self.subscriptions
             try:
                 async with self.redis.pubsub() as pubsub:
@@ -158,7 +162,7 @@ class ReadCacheBus:
     async def _listen(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         heard = pinged = loop.time()
-        while True:
+        while not self._closing:
             message = await pubsub.get_message(timeout=self.keepalive)
             now = loop.time()
             if message is None:

@@ -53,6 +53,10 @@ class Circuit:
     trial_at: float | None = None  # wall-clock seconds when it was (a trial unresolved for long is lost)
 
 
+class CircuitStoreError(RuntimeError):
+    """A shared circuit could not be read or written (its store is unreachable, contended or corrupt)."""
+
+
 class CircuitStorage(Protocol):
     async def load(self) -> Circuit: ...
 
@@ -149,7 +153,11 @@ class Breaker:
             circuit = replace(circuit, trial_out=True, trial_at=now)
             return circuit, _Grant(trial=True, period=circuit.period)
 
-        granted = await self._rules.apply(rule)
+        try:
+            granted = await self._rules.apply(rule)
+        except CircuitStoreError as exc:
+            log.warning("circuit %s: its store failed (%s): no new generation", self._rules.name, exc)
+            raise errors.broker_unavailable() from exc
         if not isinstance(granted, _Grant):
             raise errors.upstream_unavailable(retry_after=math.ceil(granted))
         return Permit(self, trial=granted.trial, period=granted.period)
@@ -229,25 +237,38 @@ class Permit:
         self.succeeded = False
         self._reset = 0  # the failures this permit's success cleared
 
+    # An outcome that cannot be recorded (the shared store is down) is logged and dropped, never raised into
+    # the generation that reports it: a portrait must not fail because its breaker's bookkeeping did. A
+    # trial whose outcome was lost is freed by the breaker's trial_timeout.
+
     async def succeed(self) -> None:
         if self._resolve():
             self.succeeded = True
-            self._reset = await self.breaker._succeed(self)
+            try:
+                self._reset = await self.breaker._succeed(self)
+            except CircuitStoreError as exc:
+                log.warning("a success could not be recorded: %s", exc)
 
     async def fail(self, exc: UpstreamError) -> None:
         """A counted failure; also after the call's first token (a stream that breaks mid-way is a failed
         call even when the portrait goes on with a continuation), then against the circuit as it is."""
-        if not exc.counts:
-            await self.release()
-        elif self._resolve():
-            await self.breaker._fail(self)
-        elif self.succeeded:
-            self.succeeded = False  # one call, one failure
-            await self.breaker._fail_after_success(self._reset)
+        try:
+            if not exc.counts:
+                await self.release()
+            elif self._resolve():
+                await self.breaker._fail(self)
+            elif self.succeeded:
+                self.succeeded = False  # one call, one failure
+                await self.breaker._fail_after_success(self._reset)
+        except CircuitStoreError as store_error:
+            log.warning("a failure could not be recorded: %s", store_error)
 
     async def release(self) -> None:
         if self._resolve():
-            await self.breaker._release(self)
+            try:
+                await self.breaker._release(self)
+            except CircuitStoreError as exc:
+                log.warning("a release could not be recorded: %s", exc)
 
     def _resolve(self) -> bool:
         if self.resolved:

@@ -65,3 +65,14 @@ def upstream_unavailable(retry_after: float) -> UpstreamError:
         retry_after=retry_after,
         counts=False,
     )
+
+
+def broker_unavailable() -> UpstreamError:
+    """The shared state behind the breaker or the limit (Redis) cannot be reached: no new generation starts,
+    and it says nothing of the upstream's health."""
+    return UpstreamError(
+        "broker_unavailable",
+        "Atelier's shared state cannot be reached; try again shortly.",
+        counts=False,
+        resumable=False,
+    )

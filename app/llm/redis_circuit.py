@@ -36,7 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.llm.breaker import CLOSED, HALF_OPEN, OPEN, Circuit, State
+from app.llm.breaker import CLOSED, HALF_OPEN, OPEN, Circuit, CircuitStoreError, State
 
 T = TypeVar("T")
 
@@ -45,10 +45,6 @@ _STATES: dict[str, State] = {CLOSED: CLOSED, OPEN: OPEN, HALF_OPEN: HALF_OPEN}
 # Between two lost races: a random pause below this, doubling from 1 ms (processes that keep colliding
 # spread out), so 20 attempts span at most about a second.
 _RETRY_PAUSE_CAP = 0.1
-
-
-class CircuitStoreError(RuntimeError):
-    """The shared circuit could not be read or written."""
 
 
 class CircuitStoreUnavailable(CircuitStoreError):

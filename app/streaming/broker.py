@@ -22,9 +22,38 @@ class Batch:
     closed: bool  # no event will follow the ones returned
 
 
+class BrokerUnavailable(ConnectionError):
+    """The broker's store (Redis) cannot be reached or timed out: the caller answers `broker_unavailable`."""
+
+
+class LogLost(BrokerUnavailable):
+    """The log is gone from the store while it was being written (Redis restarted or was flushed)."""
+
+
+class AppendRefused(RuntimeError):
+    pass
+
+
+class StreamClosed(AppendRefused):
+    pass
+
+
+class StaleAppend(AppendRefused):
+    """Another writer has written this seq: this writer was fenced out (its job was taken over) and must stop."""
+
+
+class SeqGap(AppendRefused, ValueError):
+    """`append_at` with a seq past the next one: the log would have a gap."""
+
+
 class Broker(Protocol):
     async def create(self, stream_id: str) -> None: ...
     async def append(self, stream_id: str, payload: Payload) -> Event: ...
+    async def append_at(self, stream_id: str, seq: int, payload: Payload) -> Event:
+        """Append at exactly `seq`, or refuse: the owner of a job writes its own seqs, so a stale owner
+        (its job taken over by another process) is fenced out by the first seq the new owner wrote."""
+        ...
+
     async def close(self, stream_id: str, retention: float) -> None: ...
     async def read(self, stream_id: str, after: int, wait: float) -> Batch | None: ...
     async def last_seq(self, stream_id: str) -> int | None: ...
@@ -101,6 +130,16 @@ class InProcessBroker:
         log.events.append(event)
         log.notify(asyncio.get_running_loop().time())
         return event
+
+    async def append_at(self, stream_id: str, seq: int, payload: Payload) -> Event:
+        log = self._logs[stream_id]
+        if log.closed:
+            raise StreamClosed(f"stream {stream_id} is closed")
+        if seq <= len(log.events):
+            raise StaleAppend(f"seq {seq} of {stream_id} is taken")
+        if seq > len(log.events) + 1:
+            raise SeqGap(f"seq {seq} would leave a gap in {stream_id}")
+        return await self.append(stream_id, payload)
 
     async def close(self, stream_id: str, retention: float) -> None:
         log = self._logs[stream_id]

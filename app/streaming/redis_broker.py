@@ -41,7 +41,14 @@ from redis import exceptions as redis_errors
 from redis.typing import KeyT, StreamIdT
 
 from app.streaming import codec
-from app.streaming.broker import Batch
+from app.streaming.broker import (
+    Batch,
+    BrokerUnavailable,
+    LogLost,
+    SeqGap,
+    StaleAppend,
+    StreamClosed,
+)
 from app.streaming.events import Event, Payload
 
 log = logging.getLogger(__name__)
@@ -105,32 +112,8 @@ return last
 """
 
 
-class BrokerUnavailable(ConnectionError):
-    """Redis cannot be reached (or timed out): the caller answers `broker_unavailable`."""
-
-
-class LogLost(BrokerUnavailable):
-    """The log is gone from Redis while it was being written (Redis restarted or was flushed)."""
-
-
 class StreamExists(ValueError):
     pass
-
-
-class AppendRefused(RuntimeError):
-    pass
-
-
-class StreamClosed(AppendRefused):
-    pass
-
-
-class StaleAppend(AppendRefused):
-    """Another writer has written this seq: this writer was fenced out and must stop."""
-
-
-class SeqGap(AppendRefused, ValueError):
-    """`append_at` with a seq past the next one: the log would have a gap."""
 
 
 _REFUSALS: dict[str, type[Exception]] = {

@@ -7,8 +7,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from starlette.responses import StreamingResponse
 
 from app.streaming import sse
-from app.streaming.broker import Broker
+from app.streaming.broker import Broker, BrokerUnavailable
 from app.streaming.events import Error, Event, Text, merge_text
+
+BROKER_UNAVAILABLE = Error(
+    "broker_unavailable",
+    "Atelier's shared state (Redis) cannot be reached; reconnect shortly to go on.",
+    retryable=True,
+)
 
 
 class StreamAborted(Exception):
@@ -20,9 +26,14 @@ async def follow_log(
     broker: Broker, stream_id: str, after: int, ping_interval: float = sse.PING_INTERVAL
 ) -> AsyncIterator[list[Event] | None]:
     """Every event after `after`, in batches (runs of text merged for a reader that fell behind); None
-    after `ping_interval` seconds of silence; ends after the last event of a closed log."""
+    after `ping_interval` seconds of silence; ends after the last event of a closed log, or with an
+    `error` (`broker_unavailable`, no id) when the log cannot be read."""
     while True:
-        batch = await broker.read(stream_id, after, wait=ping_interval)
+        try:
+            batch = await broker.read(stream_id, after, wait=ping_interval)
+        except BrokerUnavailable:
+            yield [Event(seq=0, payload=BROKER_UNAVAILABLE)]
+            return
         if batch is None:
             return
         if batch.events:

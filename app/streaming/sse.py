@@ -33,7 +33,10 @@ def encode_frame(stream_id: str, event: Event) -> bytes:
     data = json.dumps(event.payload.data(), ensure_ascii=False, separators=(",", ":"))
     # A lone surrogate (an upstream may send "\\ud800") cannot be UTF-8: write it as the JSON escape it
     # came from instead of failing the whole stream. Non-ASCII only occurs inside JSON strings here.
-    frame = f"id: {event_id(stream_id, event.seq)}\nevent: {event.type}\ndata: {data}\n\n"
+    # seq 0 is a notice of this process, not an event of the log (the log could not be read: `error`
+    # broker_unavailable): it carries no id, so a reader resumes after the last event it really had.
+    id_line = f"id: {event_id(stream_id, event.seq)}\n" if event.seq else ""
+    frame = f"{id_line}event: {event.type}\ndata: {data}\n\n"
     return frame.encode("utf-8", errors="backslashreplace")
 
 

@@ -141,7 +141,7 @@ async def _panel(
     notice: str | None = None,
 ) -> tuple[Artist, PortraitPanel]:
     artist, article = await articles.lookup(artist_id, language, length)
-    running = portraits.running(artist.id, language, length)
+    running = await portraits.running(artist.id, language, length)
     query = urlencode({"language": language, "length": length})
     panel = PortraitPanel(
         artist_id=artist.id,
@@ -239,7 +239,7 @@ async def job_page(
     job_id: PageJobId,
 ) -> Response:
     try:
-        job = portraits.job(job_id)
+        job = await portraits.job(job_id)
     except JobNotFound:
         raise _job_not_found() from None
     if job.artist_id != artist_id:

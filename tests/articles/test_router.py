@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -42,7 +43,7 @@ def store(server: LiveServer, artist_id: int, **overrides: Any) -> Article:
         "usage": {"prompt_tokens": 120, "completion_tokens": 3900},
         "duration_ms": 41_250,
         "ttft_ms": 480,
-        "job_id": "job-1",
+        "job_id": uuid.uuid4().hex,  # one article per job (a unique index)
         **overrides,
     }
 

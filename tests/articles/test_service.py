@@ -7,6 +7,7 @@ Each method opens its own session, so the tests call the service exactly as the 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -73,6 +74,7 @@ def draft(
     markdown: str = MARKDOWN,
     writer: str = "upstream",
     finish_reason: str = "stop",
+    job_id: str | None = None,
 ) -> ArticleDraft:
     return ArticleDraft(
         artist_id=artist_id,
@@ -85,7 +87,7 @@ def draft(
         usage={"prompt_tokens": 10, "completion_tokens": 20},
         duration_ms=1500,
         ttft_ms=90,
-        job_id="0123abcd",
+        job_id=job_id or uuid.uuid4().hex,  # one article per job (a unique index)
     )
 
 
@@ -97,7 +99,9 @@ def test_store_when_same_key_twice_then_versions_one_and_two(sqlite_database: st
         async with services(sqlite_database) as s:
             artist = await s.artist()
             first = await s.articles.store(draft(artist.id, markdown="First take."))
-            second = await s.articles.store(draft(artist.id, markdown="Second take, longer."))
+            second = await s.articles.store(
+                draft(artist.id, markdown="Second take, longer.", job_id="0123abcd")
+            )
             assert (first.version, second.version) == (1, 2)
             assert first.id != second.id
             assert (second.words, second.truncated, second.job_id) == (3, False, "0123abcd")

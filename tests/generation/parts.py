@@ -1,5 +1,7 @@
 """The generation core assembled from real parts, without uvicorn: a migrated SQLite file, the real
-services, the in-process event log, a scripted chat model and a manual clock.
+services, the in-process event log, a scripted chat model and a manual clock. With `redis=` (a private
+redis-server's URL and a key prefix), the parts several processes share are on Redis, as `app.main.services()`
+builds them with ATELIER_REDIS_URL: two `generation_parts` on one Redis and one database are two processes.
 
     async with generation_parts(sqlite_database, script("Hello ", "world.")) as parts:
         artist = await parts.add_artist("Nina Simone")
@@ -22,15 +24,20 @@ from app.catalog.models import Artist
 from app.catalog.schemas import ArtistCreate
 from app.catalog.service import CatalogService
 from app.db import create_engine, create_sessionmaker
-from app.generation.assembly import build_portraits
+from app.generation.assembly import Shared, build_portraits
+from app.generation.board import JobBoard
 from app.generation.jobs import Origin
 from app.generation.portrait import PortraitRequest, PortraitService
+from app.generation.ratelimit import limit_storage
 from app.generation.registry import JobRegistry
 from app.generation.run import GenerationRun, Writer
+from app.kit.redis_client import redis_client
 from app.llm.breaker import Breaker
+from app.llm.redis_circuit import RedisCircuitStorage
 from app.settings import Settings
 from app.streaming.broker import InProcessBroker
 from app.streaming.events import Event
+from app.streaming.redis_broker import RedisBroker
 from tests.fakes.chat import ScriptedChat, Step
 from tests.fakes.clock import ManualClock
 
@@ -42,7 +49,7 @@ ANONYMOUS = Client(trusted=False, address="203.0.113.7")
 @dataclass
 class GenerationParts:
     clock: ManualClock
-    broker: InProcessBroker
+    broker: InProcessBroker | RedisBroker
     registry: JobRegistry
     chat: ScriptedChat
     run: GenerationRun
@@ -88,9 +95,13 @@ async def generation_parts(
     continuation: str = "prefix",
     max_continuations: int = 6,
     total_timeout: float = 600.0,
+    redis: tuple[str, str] | None = None,
+    lease: float = 0.6,
+    scan: float = 0.1,
 ) -> AsyncIterator[GenerationParts]:
     """The core as `app.main.services()` builds it (`build_portraits`), on a SQLite file, with a scripted
-    chat model and a manual clock."""
+    chat model and a manual clock; with `redis` (url, prefix), shared through Redis (`lease`, `scan`: the
+    board's, short so that takeovers happen within a test)."""
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         database_url=database_url,
@@ -105,10 +116,25 @@ async def generation_parts(
         llm_continuation=continuation,
         llm_max_continuations=max_continuations,
         llm_total_timeout=total_timeout,
+        job_lease=lease,
+        job_scan=scan,
     )
     engine = create_engine(database_url)
     clock = ManualClock()
-    broker = InProcessBroker(clock)
+    broker: InProcessBroker | RedisBroker
+    shared: Shared | None = None
+    client = None
+    if redis is None:
+        broker = InProcessBroker(clock)
+    else:
+        url, prefix = redis
+        client = redis_client(url)
+        broker = RedisBroker(client, prefix)
+        shared = Shared(
+            board=JobBoard(client, prefix, lease=lease),
+            circuit=RedisCircuitStorage(client, f"{prefix}circuit:upstream"),
+            limit=limit_storage(client, prefix),
+        )
     try:
         sessionmaker = create_sessionmaker(engine)
         catalog = CatalogService(sessionmaker)
@@ -121,7 +147,9 @@ async def generation_parts(
             broker=broker,
             writer=Writer(chat, writer_kind),
             clock=clock,
+            shared=shared,
         )
+        portraits.registry.start()
         parts = GenerationParts(
             clock=clock,
             broker=broker,
@@ -139,4 +167,6 @@ async def generation_parts(
             await portraits.registry.aclose()  # running jobs end first, as in app.main.services()
     finally:
         await broker.aclose()
+        if client is not None:
+            await client.aclose()
         await engine.dispose()

@@ -136,7 +136,7 @@ async def reached(gate: Gate) -> None:
 
 
 def running_job(parts: GenerationParts, artist_id: int) -> Job:
-    job = parts.portraits.running(artist_id, "en", "long")
+    job = parts.portraits.registry.running((artist_id, "en", "long"))
     assert job is not None
     return job
 
@@ -177,7 +177,7 @@ def test_open_when_refresh_without_trusted_client_then_unauthorized_and_nothing_
             with pytest.raises(Unauthorized):
                 await parts.portraits.open(parts.request(artist.id, refresh=True, client=ANONYMOUS))
             assert parts.chat.calls == []
-            assert parts.portraits.running(artist.id, "en", "long") is None
+            assert parts.portraits.registry.running((artist.id, "en", "long")) is None
 
     run(scenario)
 
@@ -387,7 +387,7 @@ def test_open_when_origin_job_then_accepted_and_runs_to_its_end_without_reader(
             parts.clock.advance(60.0)  # far past the grace: nobody reads, the job goes on
             await settle()
             assert job.running and job.status == "running"
-            assert parts.portraits.job(job.id) is job
+            assert await parts.portraits.job(job.id) is job
             gate.open()
             await finished(job)
             assert job.status == "done" and job.version == 1
@@ -451,7 +451,7 @@ def test_open_when_origin_sync_and_generation_fails_then_failed_with_code(sqlite
             assert isinstance(outcome, Failed)
             assert outcome.error.code == "upstream_timeout"
             assert outcome.error.message == "The writing service took too long."
-            assert parts.portraits.job(outcome.job_id).status == "error"
+            assert (await parts.portraits.job(outcome.job_id)).status == "error"
             assert (await parts.articles.lookup(artist.id, "en", "long"))[1] is None
 
     run(scenario)
@@ -466,7 +466,7 @@ def test_open_when_origin_sync_outlasts_sync_wait_then_still_writing(sqlite_data
                 outcome = await parts.portraits.open(parts.request(artist.id, origin="sync"))
             assert isinstance(outcome, StillWriting)
             assert outcome.job.running and outcome.job.text == "Hello "
-            assert parts.portraits.running(artist.id, "en", "long") is outcome.job
+            assert parts.portraits.registry.running((artist.id, "en", "long")) is outcome.job
 
     run(scenario)
 
@@ -494,7 +494,7 @@ def test_open_when_anonymous_second_new_stream_then_refusal_stream(sqlite_databa
             )
             assert error.retry_after is not None and 1 <= error.retry_after <= 60
             assert len(parts.chat.calls) == 1
-            assert parts.portraits.running(second.id, "en", "long") is None
+            assert parts.portraits.registry.running((second.id, "en", "long")) is None
 
     run(scenario)
 
@@ -578,7 +578,7 @@ def test_open_when_circuit_open_then_new_job_refused_upstream_unavailable(sqlite
             assert isinstance(outcome, Refused)
             assert (outcome.code, outcome.retry_after) == ("upstream_unavailable", 30)
             assert len(parts.chat.calls) == 1
-            assert parts.portraits.running(second.id, "en", "long") is None
+            assert parts.portraits.registry.running((second.id, "en", "long")) is None
 
     run(scenario)
 
@@ -609,7 +609,7 @@ def test_follow_job_when_id_unknown_then_job_not_found(sqlite_database: str) -> 
             with pytest.raises(JobNotFound):
                 await parts.portraits.follow_job("0123abcd", None)
             with pytest.raises(JobNotFound):
-                parts.portraits.job("0123abcd")
+                await parts.portraits.job("0123abcd")
 
     run(scenario)
 
@@ -624,12 +624,12 @@ def test_cancel_when_job_running_then_ends_cancelled(sqlite_database: str) -> No
             await reached(gate)
             async with asyncio.timeout(1):
                 await parts.portraits.cancel(accepted.job.id)
-            job = parts.portraits.job(accepted.job.id)
+            job = await parts.portraits.job(accepted.job.id)
             assert not job.running and job.status == "cancelled"
             assert job.error is not None and job.error.code == "cancelled"
             last = (await parts.log(job.id))[-1].payload
             assert isinstance(last, Error) and last.code == "cancelled" and last.retryable is False
-            assert parts.portraits.running(artist.id, "en", "long") is None
+            assert parts.portraits.registry.running((artist.id, "en", "long")) is None
             assert (await parts.articles.lookup(artist.id, "en", "long"))[1] is None
 
     run(scenario)
@@ -646,7 +646,7 @@ def test_catalog_delete_when_artist_has_running_job_then_job_cancelled(sqlite_da
             await parts.catalog.delete(artist.id)
             await finished(accepted.job)
             assert accepted.job.status == "cancelled"
-            assert parts.portraits.running(artist.id, "en", "long") is None
+            assert parts.portraits.registry.running((artist.id, "en", "long")) is None
             assert parts.chat.closed == 1
 
     run(scenario)

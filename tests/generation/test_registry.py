@@ -285,7 +285,7 @@ def test_keep_alive_when_job_origin_joins_stream_job_then_grace_no_longer_cancel
             work = Work()
             job = await launched(parts, work, origin="stream")
 
-            parts.registry.keep_alive(job, "job")
+            await parts.registry.keep_alive(job, "job")
             assert job.grace is None and parts.clock.pending == 0
 
             parts.clock.advance(GRACE * 10)
@@ -309,7 +309,7 @@ def test_keep_alive_when_another_stream_joins_then_job_stays_a_stream_job() -> N
             work = Work()
             job = await launched(parts, work, origin="stream")
 
-            parts.registry.keep_alive(job, "stream")
+            await parts.registry.keep_alive(job, "stream")
             parts.clock.advance(GRACE)
             await ended(job)
 

@@ -160,7 +160,7 @@ class Atelier:
 
     def add_artists(self, count: int) -> list[int]:
         """New artists (with the write token, which is never rate limited); their ids."""
-        ids = []
+        ids: list[int] = []
         with httpx.Client(base_url=self.url, timeout=10) as client:
             for _ in range(count):
                 name = f"Artist {len(self.artists) + len(ids) + 1}"
@@ -259,13 +259,24 @@ def directive(name: str, value: str) -> tuple[str, str]:
 
 
 def render_nginx_conf(
-    directory: Path, *, port: int, upstream_port: int, static_dir: Path, overrides: dict[str, str]
+    directory: Path,
+    *,
+    port: int,
+    upstream_port: int,
+    static_dir: Path,
+    overrides: dict[str, str],
+    second_upstream_port: int | None = None,
 ) -> Path:
     """The shipped nginx.conf with only its ports and paths (and the directives in `overrides`) changed, and
-    what a test needs to run unprivileged in `directory`: its own logs, temp paths and micro-cache."""
+    what a test needs to run unprivileged in `directory`: its own logs, temp paths and micro-cache.
+
+    The shipped `upstream` lists two processes (:8000 and :8001); without `second_upstream_port` both entries
+    name `upstream_port` (one process behind nginx, as the tests of one app want it)."""
+    second = upstream_port if second_upstream_port is None else second_upstream_port
     text = NGINX_CONF.read_text()
     text = substitute(text, r"^(\s*listen\s+)8080\b", rf"\g<1>127.0.0.1:{port}", count=None)
-    text = substitute(text, r"^(\s*server\s+)127\.0\.0\.1:8000;", rf"\g<1>127.0.0.1:{upstream_port};")
+    text = substitute(text, r"^(\s*server\s+)127\.0\.0\.1:8000\b", rf"\g<1>127.0.0.1:{upstream_port}")
+    text = substitute(text, r"^(\s*server\s+)127\.0\.0\.1:8001\b", rf"\g<1>127.0.0.1:{second}")
     text = substitute(text, r"^(\s*alias\s+)/srv/atelier/static/;", rf"\g<1>{static_dir}/;")
     text = substitute(
         text, r"^(\s*proxy_cache_path\s+)/var/lib/nginx/atelier-cache\s", rf"\g<1>{directory}/cache "
@@ -296,7 +307,13 @@ class Nginx:
 
 
 @contextmanager
-def nginx(directory: Path, *, upstream_port: int, overrides: dict[str, str]) -> Iterator[Nginx]:
+def nginx(
+    directory: Path,
+    *,
+    upstream_port: int,
+    overrides: dict[str, str],
+    second_upstream_port: int | None = None,
+) -> Iterator[Nginx]:
     """Debian's nginx, in the foreground, serving the rendered shipped config; stopped when the block ends."""
     binary = nginx_or_skip()
     directory.mkdir(parents=True, exist_ok=True)
@@ -305,7 +322,12 @@ def nginx(directory: Path, *, upstream_port: int, overrides: dict[str, str]) -> 
     (static_dir / NGINX_ONLY).write_text("only nginx's copy of static/ has this file\n")
     port = free_port()
     conf = render_nginx_conf(
-        directory, port=port, upstream_port=upstream_port, static_dir=static_dir, overrides=overrides
+        directory,
+        port=port,
+        upstream_port=upstream_port,
+        second_upstream_port=second_upstream_port,
+        static_dir=static_dir,
+        overrides=overrides,
     )
     test = subprocess.run(
         [binary, "-t", "-q", "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log"),

@@ -159,7 +159,8 @@ def asked_soon(behind: Cached, target: str, expected: int) -> int:
 
 
 def cache_status(response: httpx.Response) -> str | None:
-    return response.headers.get("x-cache-status")
+    status: str | None = response.headers.get("x-cache-status")
+    return status
 
 
 def early_in_a_second(latest: float = 0.5) -> None:

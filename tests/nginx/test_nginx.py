@@ -98,9 +98,9 @@ def test_a_client_sending_its_headers_slowly_is_cut_within_the_header_timeout(
     selector = selectors.DefaultSelector()
     opened = time.monotonic()
     for _ in range(count):
-        connection = socket.create_connection(("127.0.0.1", behind_nginx.nginx.port), timeout=5)
-        connection.setblocking(False)
-        selector.register(connection, selectors.EVENT_READ, data=0)
+        opening = socket.create_connection(("127.0.0.1", behind_nginx.nginx.port), timeout=5)
+        opening.setblocking(False)
+        selector.register(opening, selectors.EVENT_READ, data=0)
     closed_after: list[float] = []
     try:
         while selector.get_map() and time.monotonic() - opened < HEADER_TIMEOUT + 5:
