@@ -436,8 +436,18 @@ class JobRegistry:
         log.warning("job %s: given up to another process", job.id)
         job.remote = True
         job.task = None
+        if self.board is not None and not self._closing:
+            # Fenced out while the board still names this process: another writer got into the log (an old
+            # owner back from a stall, between our read of the log and our first append). Hand it over: the
+            # next takeover reads the log as it now is.
+            self._spawn(self._hand_over_if_owned(job.id), f"job {job.id}: handing it over")
         if job.watcher is None and self.board is not None and self._ticker is not None:
             job.watcher = asyncio.create_task(self._watch(job), name=f"mirror-{job.id}")
+
+    async def _hand_over_if_owned(self, job_id: str) -> None:
+        assert self.board is not None
+        if await self.board.owns(job_id):
+            await self.board.release([job_id])
 
     # --- the tick: lease, ownership, cancels, takeovers ----------------------------------------------------
 

@@ -7,11 +7,13 @@ own, the end marker `1-0` (greater than every `0-<seq>`): written by `close()` a
 wakes readers on every process like any entry, and fences the log: Redis refuses any later `0-<seq>`. The
 same script sets the retention (`PEXPIRE`); a running log has no TTL and is never trimmed.
 
-Appends run one small Lua script (`_APPEND`): it reads the top entry and `XADD`s `0-<last+1>` (`append`) or
-exactly `0-<seq>` (`append_at`, for an owner that fences with explicit seqs), atomically, so no process
-needs local state to number a log it took over, and an append from a stale owner fails with `StaleAppend`.
-Each entry carries a writer nonce (`w`), which makes a retried append whose first try landed (the client
-retries on a lost reply) a no-op instead of a duplicated event or a false `StaleAppend`.
+Appends: `append` (the next seq, whatever process wrote the last) runs one small Lua script (`_APPEND`) that
+reads the top entry and `XADD`s `0-<last+1>` atomically. `append_at` (a job's owner, which numbers its own
+events and is fenced out by the first seq a new owner wrote) is a plain `XADD <log> NOMKSTREAM 0-<seq>`: Redis
+itself refuses an id at or below the top (a stale owner, or the end marker), and every `append_at` of one loop
+turn, whatever its log, goes out in one pipeline. Only a refusal is looked into. Each entry carries a writer
+nonce (`w`), which makes a retried append whose first try landed (the client retries on a lost reply) a no-op
+instead of a duplicated event or a false `StaleAppend`.
 
 Reads: each process keeps, for the logs it reads, the decoded events (`_Tail`, the full log from seq 1,
 the same `Event` objects for every local reader, as the in-process broker does, so the SSE memo is shared),
@@ -21,7 +23,9 @@ finds nothing after its cursor waits on its future without touching Redis; a wai
 confirmed with one `XRANGE` (the log may be gone: expired, or Redis restarted). A log read for the first
 time on a process is loaded with one `XRANGE - +` shared by every reader that asks meanwhile, and it joins
 the follower's next `XREAD`, at most `block_ms` later (the only latency the short block adds). Appends made
-on this process extend its tail directly (no round trip for local readers).
+on this process extend its tail directly (no round trip for local readers), and a log this process writes is
+left out of the follower's `XREAD` (`WRITER_QUIET`): else each append would wake it to read back its own entry.
+The follower is paced (`PACE`): under load one call reads many entries instead of each call a few.
 """
 
 from __future__ import annotations
@@ -59,6 +63,10 @@ READ_COUNT = 1000  # entries per log per XREAD (a log with more is read on the n
 LINGER = 5.0  # seconds a tail with no reader stays followed (a reader comes back between batches)
 SWEEP_EVERY = 0.5
 RETRY_AFTER_FAILURE = 0.2  # the follower's pause after Redis failed it
+# A log this process appended to within this many seconds is not followed: its appends extend the local tail
+# (a writer fenced out stops writing, and its log is followed again this long after).
+WRITER_QUIET = 1.0
+PACE = 0.002  # seconds, at least, between the starts of two of the follower's XREADs
 
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -125,6 +133,16 @@ _REFUSALS: dict[str, type[Exception]] = {
 
 
 @dataclass(eq=False)
+class _Append:
+    stream_id: str
+    key: str
+    seq: int
+    nonce: str
+    fields: dict[str, str]
+    landed: asyncio.Future[None]
+
+
+@dataclass(eq=False)
 class _Tail:
     """What this process knows of one log: every event from seq 1 (`events[i].seq == i + 1`), whether
     the end marker follows them, and the readers waiting for more."""
@@ -185,7 +203,7 @@ class RedisBroker:
         self,
         redis: aredis.Redis,
         prefix: str = "atelier:",
-        block_ms: int = 50,
+        block_ms: int = 20,
         *,
         max_in_flight: int = 16,
         owns_client: bool = False,
@@ -207,6 +225,12 @@ class RedisBroker:
         self._close = redis.register_script(_CLOSE)
         self._writer = os.urandom(6).hex()
         self._nonces = itertools.count(1)
+        self._read_at = -math.inf  # when the follower's last XREAD began
+        self._batch: list[_Append] = []  # appends of this loop turn, sent as one pipeline
+        self._batch_sender: asyncio.Task[None] | None = None
+        # Logs this process writes, with when it last did: its appends extend its own tail, so the follower
+        # leaves them out of its XREAD (else every append would wake it to read back what it wrote).
+        self._writing: dict[str, float] = {}
         self._tails: dict[str, _Tail] = {}
         self._loading: dict[str, asyncio.Task[_Tail | None]] = {}
         self._follower: asyncio.Task[None] | None = None
@@ -243,11 +267,93 @@ class RedisBroker:
         return await self._write(stream_id, "", payload)
 
     async def append_at(self, stream_id: str, seq: int, payload: Payload) -> Event:
-        """Append at exactly `seq`: `StaleAppend` if it is taken (another owner wrote it), `SeqGap` past the
-        next one, `StreamClosed` after the end."""
+        """Append at exactly `seq`: `StaleAppend` if it is taken (another owner wrote it), `StreamClosed`
+        after the end, `LogLost` if the log is gone. The owner of a job writes each seq after its last one, so
+        no gap can arise from it; this path does not check for one (`append` does).
+
+        Batched: every append asked for in one turn of the loop, whatever its log, goes out in one pipeline of
+        plain `XADD <log> NOMKSTREAM 0-<seq>`, which Redis itself refuses at or below the log's top entry (a
+        stale owner, or the end marker `1-0`): no script, no extra read. Only a refusal is looked at (which of
+        the three it was, or our own retried append that had landed)."""
         if seq < 1:
             raise ValueError(f"seq {seq} < 1")
-        return await self._write(stream_id, str(seq), payload)
+        key = self.key(stream_id)
+        nonce = f"{self._writer}:{next(self._nonces)}"
+        fields = codec.encode(payload)
+        loop = asyncio.get_running_loop()
+        landed: asyncio.Future[None] = loop.create_future()
+        self._batch.append(_Append(stream_id, key, seq, nonce, fields, landed))
+        if self._batch_sender is None or self._batch_sender.done():
+            self._batch_sender = loop.create_task(self._send_batch(), name="redis-broker-appends")
+        await landed
+        event = Event(seq=seq, payload=payload)
+        tail = self._tails.get(key)
+        if tail is None or (not tail.closed and tail.hi == seq - 1):
+            if tail is not None:
+                tail.events.append(event)  # local readers get it now, and the same object as the writer
+                tail.wake()
+            self._writing[key] = self._now()
+        else:
+            self._writing.pop(
+                key, None
+            )  # the tail lags this append (loaded meanwhile): the follower catches up
+        return event
+
+    async def _send_batch(self) -> None:
+        await asyncio.sleep(0)  # the rest of this loop turn's appends join the batch
+        while self._batch:
+            batch, self._batch = self._batch, []
+            try:
+                async with self._in_flight:
+                    with _unavailable():
+                        async with self._redis.pipeline(transaction=False) as pipe:
+                            for append in batch:
+                                entry: dict[Any, Any] = {NONCE_FIELD: append.nonce, **append.fields}
+                                pipe.xadd(
+                                    append.key,
+                                    entry,
+                                    id=f"0-{append.seq}",
+                                    nomkstream=True,
+                                )
+                            replies = await pipe.execute(raise_on_error=False)
+            except BaseException as exc:
+                for append in batch:
+                    if not append.landed.done():
+                        append.landed.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for append, reply in zip(batch, replies, strict=True):
+                if append.landed.done():
+                    continue
+                if reply is None:
+                    append.landed.set_exception(LogLost(f"stream {append.stream_id} is gone"))
+                elif isinstance(reply, Exception):
+                    await self._refused(append, reply)
+                else:
+                    append.landed.set_result(None)
+
+    async def _refused(self, append: _Append, reply: Exception) -> None:
+        """Why Redis refused an append at its seq: our own earlier try (a retry after a lost reply), the end
+        of the log, or another writer's entry."""
+        try:
+            async with self._in_flight:
+                with _unavailable():
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        pipe.xrange(append.key, f"0-{append.seq}", f"0-{append.seq}")
+                        pipe.xrevrange(append.key, "+", "-", count=1)
+                        at, top = await pipe.execute()
+        except BrokerUnavailable as exc:
+            append.landed.set_exception(exc)
+            return
+        if at and _field(at[0][1], NONCE_FIELD) == append.nonce:
+            append.landed.set_result(None)
+        elif top and _text(top[0][0]) == END_ID:
+            append.landed.set_exception(StreamClosed(f"stream {append.stream_id} is closed"))
+        elif not isinstance(reply, redis_errors.ResponseError):
+            append.landed.set_exception(BrokerUnavailable(f"Redis: {reply}"))
+        else:
+            append.landed.set_exception(StaleAppend(f"seq {append.seq} of {append.stream_id} is taken"))
 
     async def _write(self, stream_id: str, seq_arg: str, payload: Payload) -> Event:
         key = self.key(stream_id)
@@ -276,6 +382,7 @@ class RedisBroker:
                     last = int(await self._close(keys=[key], args=[max(0, round(retention * 1000))]))
         except redis_errors.ResponseError as exc:
             raise _refusal(stream_id, exc) from exc
+        self._writing.pop(key, None)
         tail = self._tails.get(key)
         if last >= 0 and tail is not None and not tail.closed and tail.hi == last:
             tail.closed = True
@@ -407,6 +514,7 @@ class RedisBroker:
     def _adopt(self, tail: _Tail) -> None:
         old = self._tails.get(tail.key)
         self._tails[tail.key] = tail
+        self._writing.pop(tail.key, None)  # followed until a local append finds it up to date
         if old is not None and old is not tail:
             old.drop()
         self._ensure_follower()
@@ -434,13 +542,22 @@ class RedisBroker:
             if now - self._swept_at >= self._sweep_every:
                 self._sweep(now)
             positions: dict[KeyT, StreamIdT] = {
-                key: f"0-{tail.hi}" for key, tail in self._tails.items() if not tail.closed
+                key: f"0-{tail.hi}"
+                for key, tail in self._tails.items()
+                if not tail.closed and now - self._writing.get(key, -math.inf) > WRITER_QUIET
             }
             if not positions:
                 self._kick.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._kick.wait(), self._sweep_every)
                 continue
+            # Paced: when logs keep changing, every XREAD would return at once with a few entries; at most one
+            # call per PACE seconds reads more entries per call (a latency cost <= PACE, for readers of
+            # another process's job only: a process's own appends reach its readers directly).
+            pause = self._read_at + PACE - self._now()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            self._read_at = self._now()
             try:
                 reply = await self._redis.xread(positions, count=READ_COUNT, block=self._block_ms)
             except asyncio.CancelledError:
@@ -474,6 +591,9 @@ class RedisBroker:
 
     def _sweep(self, now: float) -> None:
         self._swept_at = now
+        for key, written_at in list(self._writing.items()):
+            if now - written_at > WRITER_QUIET:
+                del self._writing[key]
         for key, tail in list(self._tails.items()):
             if tail.has_waiters():
                 continue
