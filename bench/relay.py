@@ -3,6 +3,7 @@
     .venv/bin/python bench/relay.py            # the full run: about 8 minutes on 2 cores
     .venv/bin/python bench/relay.py --quick    # a smoke run: about 1 minute
     .venv/bin/python bench/relay.py --sizes 10,100 --ladder "" --shared 0 --tokens 100
+    .venv/bin/python bench/relay.py --redis --sizes 100 --ladder "" --shared 800 --shared-ladder 200,400,600
 
 Processes, all on 127.0.0.1:
 - a fake upstream (`relay.py upstream`): a raw asyncio HTTP/1.1 server answering POST /v1/chat/completions
@@ -21,6 +22,15 @@ At each N, one after the other in the same run:
 - `naive`: one upstream call per reader, lines forwarded as they come;
 - `atelier`: `GET /api/v1/collection/artists/{id}/article/stream?length=short&refresh=true`.
 
+With `--redis`, a fourth system runs beside them, `atelier-redis`: two Atelier processes (A and B, `atelier
+serve`) sharing the SQLite database and a private redis-server started for the run (`--redis-server`, on a
+free loopback port, nothing saved; flushed before each scenario), i.e. the Redis Streams broker and the job
+board. Reader i reads process `i % 2`. Distinct portraits (`--redis-placement split`, the default): reader i
+first starts its job with `POST .../jobs` on process `(i // 2) % 2`, then streams it, so half the readers read
+a job running on the other process (the case behind a load balancer; their latency is reported apart);
+`local`: each reader starts its own job where it reads, as `atelier` does. One portrait: the first reader (on
+A) starts the job, the others join it on A or B. Relay CPU is the sum of both processes and redis-server.
+
 Shapes: N readers of N distinct portraits (one upstream call each; `--sizes`, then `--ladder` for the
 relays that still hold), and N readers of ONE portrait (`--shared`, with `--shared-ladder` for Atelier;
 naive, which cannot share, makes N upstream calls there too). Readers arrive at `--arrival-rate` per
@@ -38,7 +48,8 @@ N held with every smaller N held too.
 
 Output: a markdown table and verdicts on stdout; JSON (with per-stream rows, a latency timeline and loop
 gaps) and markdown in bench/results/ (git-ignored). Standard library plus what Atelier already depends on
-(httpx, uvicorn; uvloop when installed). `--profile DIR` records the relays with py-spy if installed.
+(httpx, uvicorn; uvloop when installed). `--profile DIR` records the relays with py-spy if installed
+(both processes of `atelier-redis`). Figures and their reading: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -119,6 +130,8 @@ class UpstreamState:
     def __init__(self, tokens: int, rate: float) -> None:
         self.tokens = tokens
         self.interval = 1.0 / rate
+        self.compact = False  # `w<seq> ` without the send time: word-sized deltas (bench/cluster.py memory)
+        self.per_chunk = 1  # tokens per chunk (`--chunk-tokens`): what merging deltas in a window would give
         self.reset()
 
     def reset(self) -> None:
@@ -212,6 +225,12 @@ class UpstreamProtocol(asyncio.Protocol):
             params = dict(part.partition("=")[::2] for part in query.split("&") if part)
             if "tokens" in params:
                 self.state.tokens = max(1, int(params["tokens"]))
+            if "rate" in params:
+                self.state.interval = 1.0 / float(params["rate"])
+            if "compact" in params:
+                self.state.compact = params["compact"] == "1"
+            if "per_chunk" in params:
+                self.state.per_chunk = max(1, int(params["per_chunk"]))
             if params.get("reset") == "1":
                 self.state.reset()
             self._json({"tokens": self.state.tokens})
@@ -249,9 +268,13 @@ class UpstreamProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or not self.streaming:
             return
-        self.seq += 1
-        if self.seq <= self.total:
-            content = b"w%d@%d " % (self.seq, time.monotonic_ns())
+        if self.seq < self.total:
+            first, self.seq = self.seq + 1, min(self.total, self.seq + self.state.per_chunk)
+            if self.state.compact:
+                content = b"".join(b"w%d " % seq for seq in range(first, self.seq + 1))
+            else:
+                now = time.monotonic_ns()
+                content = b"".join(b"w%d@%d " % (seq, now) for seq in range(first, self.seq + 1))
             self.sha.update(content)
             transport.write(http_chunk(CHUNK_PREFIX + content + CHUNK_SUFFIX))
         else:
@@ -490,6 +513,7 @@ class ReaderProtocol(asyncio.Protocol):
         present = len({s for s in seqs if 1 <= s <= expected_tokens})
         return {
             "i": self.spec["i"],
+            "cross": self.spec.get("cross", False),
             "status": self.status,
             "t_req": self.t_req,
             "t_connected": self.t_connected,
@@ -507,6 +531,27 @@ class ReaderProtocol(asyncio.Protocol):
         }
 
 
+async def start_job(start: dict[str, Any]) -> str | None:
+    """`atelier-redis`, distinct portraits: the job started with its own request (`POST .../jobs`) on the
+    process it should run on, before the reader streams it, maybe from the other. None when it started."""
+    try:
+        reader, writer = await asyncio.open_connection(start["host"], start["port"])
+    except OSError as exc:
+        return f"start: connect failed: {exc}"
+    try:
+        writer.write(start["request"].encode("latin-1"))
+        head = await reader.readuntil(b"\r\n\r\n")
+        code = int(head.split(b" ", 2)[1])
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                await reader.readexactly(int(line.split(b":", 1)[1]))
+        return None if code in (200, 202) else f"start: http {code}"
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        return f"start: {type(exc).__name__}"
+    finally:
+        writer.close()
+
+
 async def readers_main(spec: dict[str, Any]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     cpu0 = time.process_time()
@@ -518,9 +563,13 @@ async def readers_main(spec: dict[str, Any]) -> dict[str, Any]:
     lag_task = loop.create_task(lag.run())
 
     async def open_one(s: dict[str, Any]) -> None:
+        started = await start_job(s["start"]) if "start" in s else None
         done: asyncio.Future[None] = loop.create_future()
-        proto = ReaderProtocol(s, time.monotonic_ns(), done)
+        proto = ReaderProtocol(s, time.monotonic_ns(), done)  # timed from the stream's request
         protocols.append((proto, done))
+        if started is not None:
+            proto._finish(started)
+            return
         try:
             await loop.create_connection(lambda: proto, s["host"], s["port"])
         except OSError as exc:
@@ -651,7 +700,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 @dataclass
 class Scenario:
-    system: str  # direct | naive | atelier
+    system: str  # direct | naive | atelier | atelier-redis
     shape: str  # distinct | shared
     n: int
     tokens: int
@@ -673,6 +722,9 @@ class Bench:
         self.shared_artist = 0
         self.warm_artist = 0
         self.started = time.monotonic()
+        self.redis: Child | None = None  # `--redis`: the private redis-server of `atelier-redis`
+        self.redis_port = 0
+        self.redis_prefix = f"bench-{os.urandom(3).hex()}:"
 
     # --- processes -----------------------------------------------------------------------------------
 
@@ -708,6 +760,54 @@ class Bench:
         )
         return env
 
+    def start_redis(self) -> None:
+        """A private redis-server on a free loopback port, nothing on disk; never the machine's shared one."""
+        self.redis_port = free_port()
+        argv = [self.args.redis_server, "--port", str(self.redis_port), "--bind", HOST]
+        argv += ["--save", "", "--appendonly", "no"]
+        self.redis = self.spawn(f"redis-{self.redis_port}", argv)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.redis_call("PING")
+                return
+            except OSError:
+                if not self.redis.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start; see {self.redis.log_path}") from None
+                time.sleep(0.05)
+
+    def redis_call(self, *command: str | int) -> Any:
+        """One command to the private redis-server (redis-py, which Atelier depends on); OSError when down."""
+        import redis
+
+        client = redis.Redis(host=HOST, port=self.redis_port, socket_timeout=30)
+        try:
+            return client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except redis.ConnectionError as exc:
+            raise OSError(str(exc)) from exc
+        finally:
+            client.close()
+
+    def start_pair(self) -> tuple[list[Child], list[int]]:
+        """`atelier-redis`: processes A and B, one service on the same database and the private Redis
+        (flushed first: no claim, lease or log of an earlier scenario)."""
+        self.redis_call("FLUSHALL")
+        env = self.atelier_env()
+        env.update(
+            ATELIER_REDIS_URL=f"redis://{HOST}:{self.redis_port}/0", ATELIER_REDIS_PREFIX=self.redis_prefix
+        )
+        env.update(dict(item.split("=", 1) for item in self.args.redis_env))
+        children, ports = [], []
+        for name in ("a", "b"):
+            port = free_port()
+            argv = [str(Path(PY).parent / "atelier"), "serve", "--host", HOST, "--port", str(port)]
+            argv += ["--log-level", "warning"]
+            children.append(self.spawn(f"atelier-redis-{name}-{port}", argv, env))
+            ports.append(port)
+        for child, port in zip(children, ports, strict=True):
+            wait_http(f"http://{HOST}:{port}/health", child)
+        return children, ports
+
     def start_relay(self, system: str) -> tuple[Child, int]:
         port = free_port()
         if system == "atelier":
@@ -742,6 +842,8 @@ class Bench:
     def setup(self, artists_needed: int) -> None:
         import httpx
 
+        if "atelier-redis" in self.args.systems.split(","):
+            self.start_redis()
         argv = [PY, str(Path(__file__).resolve()), "upstream", "--port", str(self.upstream_port)]
         argv += ["--rate", str(self.args.rate)]
         self.upstream = self.spawn("upstream", argv)
@@ -805,23 +907,30 @@ class Bench:
                 log(f"the machine is busy ({load:.0f}% of a core used by others): measuring anyway")
                 return
 
-    def start_profiler(self, sc: Scenario, relay: Child | None) -> Child | None:
-        """`--profile DIR`: py-spy (when installed) samples the relay during the scenario; diagnosis only,
-        since sampling costs the relay CPU."""
-        if not self.args.profile or relay is None:
-            return None
+    def start_profiler(self, sc: Scenario, relays: list[Child]) -> list[Child]:
+        """`--profile DIR`: py-spy (when installed) samples each relay process during the scenario; diagnosis
+        only, since sampling costs the relay CPU."""
+        if not self.args.profile or not relays:
+            return []
         pyspy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
         if not Path(pyspy).exists():
             log("--profile: py-spy is not installed; no profile")
-            return None
+            return []
         outdir = Path(self.args.profile)
         outdir.mkdir(parents=True, exist_ok=True)
-        out = outdir / f"{sc.system}-{sc.shape}-{sc.n}.txt"
-        argv = [pyspy, "record", "--pid", str(relay.pid), "--nonblocking", "--rate", "100"]
-        argv += ["--format", "raw", "--output", str(out)]
-        return self.spawn(f"py-spy-{sc.system}-{sc.n}", argv)
+        profilers = []
+        for k, relay in enumerate(relays):
+            suffix = f"-{'ab'[k]}" if len(relays) > 1 else ""
+            out = outdir / f"{sc.system}-{sc.shape}-{sc.n}{suffix}.txt"
+            argv = [pyspy, "record", "--pid", str(relay.pid), "--nonblocking", "--rate", "100"]
+            argv += ["--format", "raw", "--output", str(out)]
+            profilers.append(self.spawn(f"py-spy-{sc.system}-{sc.n}{suffix}", argv))
+        return profilers
 
-    def request_for(self, system: str, shape: str, i: int, port: int) -> tuple[str, str]:
+    def request_for(self, system: str, shape: str, i: int, ports: list[int]) -> dict[str, Any]:
+        """Reader i's spec: its request, its parser, its port; for `atelier-redis`, the process it reads
+        (`i % 2`), and for distinct portraits the request that starts its job first (see the docstring)."""
+        port = ports[i % len(ports)]
         if system == "direct":
             body = json.dumps(
                 {"model": "bench", "stream": True, "messages": [{"role": "user", "content": f"{i}"}]}
@@ -831,26 +940,48 @@ class Bench:
                 f"Content-Type: application/json\r\nAccept: text/event-stream\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n{body}"
             )
-            return request, "chunks"
+            return {"request": request, "mode": "chunks", "port": port}
         if system == "naive":
-            return f"GET /relay/{i} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n", "chunks"
+            return {
+                "request": f"GET /relay/{i} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n",
+                "mode": "chunks",
+                "port": port,
+            }
         artist = self.shared_artist if shape == "shared" else self.artist_ids[i]
+        path = f"/api/v1/collection/artists/{artist}/article"
         request = (
-            f"GET /api/v1/collection/artists/{artist}/article/stream?length=short&refresh=true HTTP/1.1\r\n"
+            f"GET {path}/stream?length=short&refresh=true HTTP/1.1\r\n"
             f"Host: {HOST}:{port}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n"
         )
-        return request, "atelier"
+        spec: dict[str, Any] = {"request": request, "mode": "atelier", "port": port}
+        if system == "atelier-redis" and shape == "distinct" and self.args.redis_placement == "split":
+            runs_on = ports[(i // 2) % len(ports)]
+            spec["start"] = {
+                "host": HOST,
+                "port": runs_on,
+                "request": f"POST {path}/jobs?length=short&refresh=true HTTP/1.1\r\nHost: {HOST}:{runs_on}\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            }
+            spec["cross"] = runs_on != port
+        elif system == "atelier-redis" and shape == "shared":
+            spec["cross"] = port != ports[0]  # the first reader, on A, starts the job
+        return spec
 
     def run(self, sc: Scenario) -> dict[str, Any]:
         args = self.args
-        relay: Child | None = None
+        relays: list[Child] = []
         if sc.system == "direct":
-            port = self.upstream_port
+            ports = [self.upstream_port]
+        elif sc.system == "atelier-redis":
+            relays, ports = self.start_pair()
+            for port in ports:
+                self.warm("atelier", port)
         else:
             relay, port = self.start_relay(sc.system)
+            relays, ports = [relay], [port]
             self.warm(sc.system, port)
         try:
-            self.control(tokens=sc.tokens, reset=1)
+            self.control(tokens=sc.tokens, per_chunk=args.chunk_tokens, reset=1)
             time.sleep(args.settle)
             duration = sc.tokens / args.rate
             lead = 1.0  # reader processes start and import before the first arrival
@@ -860,14 +991,11 @@ class Bench:
             procs = max(1, min(args.reader_procs, sc.n))
             specs: list[list[dict[str, Any]]] = [[] for _ in range(procs)]
             for i in range(sc.n):
-                request, mode = self.request_for(sc.system, sc.shape, i, port)
                 specs[i % procs].append(
                     {
                         "i": i,
                         "host": HOST,
-                        "port": port,
-                        "request": request,
-                        "mode": mode,
+                        **self.request_for(sc.system, sc.shape, i, ports),
                         "t_start_ns": t0_ns + int(i / args.arrival_rate * 1e9),
                         "t0_ns": t0_ns,
                     }
@@ -883,12 +1011,16 @@ class Bench:
                 argv = [PY, str(Path(__file__).resolve()), "readers", str(spec_path), str(out_path)]
                 readers.append(self.spawn(f"readers-{k}", argv))
                 outs.append(out_path)
-            profiler = self.start_profiler(sc, relay)
+            profilers = self.start_profiler(sc, relays)
             while time.monotonic_ns() < t0_ns:
                 time.sleep(0.005)
             watched = {"upstream": self.upstream.pid if self.upstream else None}
-            if relay is not None:
-                watched["relay"] = relay.pid
+            for k, relay in enumerate(relays):
+                watched["relay" if len(relays) == 1 else f"relay-{'ab'[k]}"] = relay.pid
+            if sc.system == "atelier-redis" and self.redis is not None:
+                watched["redis"] = self.redis.pid
+            if "redis" in watched:
+                self.redis_call("CONFIG", "RESETSTAT")  # the commands of this scenario only, warm-up excluded
             cpu0 = {name: proc_cpu(pid) for name, pid in watched.items() if pid}
             host0 = host_cpu()
             w0 = time.monotonic()
@@ -901,9 +1033,10 @@ class Bench:
             wall = time.monotonic() - w0
             cpu1 = {name: proc_cpu(pid) for name, pid in watched.items() if pid}
             host1 = host_cpu()
-            rss = proc_rss_mb(relay.pid) if relay is not None else None
-            if profiler is not None:
+            rss = sum(proc_rss_mb(relay.pid) for relay in relays) if relays else None
+            for profiler in profilers:
                 profiler.proc.send_signal(signal.SIGINT)
+            for profiler in profilers:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     profiler.proc.wait(20)
                 self.stop(profiler)
@@ -921,15 +1054,38 @@ class Bench:
                     reader_gaps += data["loop_lag_gaps"]
             time.sleep(0.5)
             stats = self.upstream_stats()
+            redis_memory = self.redis_call("INFO", "memory") if sc.system == "atelier-redis" else None
+            commands = self.redis_call("INFO", "commandstats") if sc.system == "atelier-redis" else None
         finally:
-            if relay is not None:
+            for relay in relays:
                 self.stop(relay)
         cpu = {name: cpu1[name] - cpu0[name] for name in cpu1}
+        parts = {name: cpu[name] for name in cpu if name.startswith("relay-") or name == "redis"}
+        if parts:  # atelier-redis: the whole path is both processes and redis-server
+            cpu["relay"] = sum(parts.values())
         busy = host1[0] - host0[0]
         total = host1[2] - host0[2]
         result = summarize(
             sc, results, stats, cpu, reader_cpu, wall, busy, host1[1] - host0[1], total, rss, t0_ns
         )
+        if parts:
+            tokens = result["tokens_received"]
+            result["relay_cpu_parts_pct"] = {name: 100 * v / wall for name, v in parts.items()}
+            result["relay_cpu_parts_us_per_token"] = {
+                name: v / tokens * 1e6 if tokens else None for name, v in parts.items()
+            }
+            if redis_memory is not None:
+                result["redis_used_memory_mb"] = redis_memory.get("used_memory", 0) / 2**20
+            if commands:  # what redis-server did per token: calls and its own µs per call, by command
+                result["redis_commands"] = {
+                    name.removeprefix("cmdstat_"): {
+                        "calls": stat["calls"],
+                        "usec_per_call": stat["usec_per_call"],
+                        "calls_per_token": stat["calls"] / tokens if tokens else None,
+                        "usec_per_token": stat["usec"] / tokens if tokens else None,
+                    }
+                    for name, stat in commands.items()
+                }
         t0 = t0_ns / 1e9
         # The instrument's own health: how late the readers' and the upstream's event loops ran.
         result["readers_loop_lag_max_ms"] = reader_lag
@@ -975,6 +1131,7 @@ def summarize(
     held_to = (min(ends) - t0_ns) // 1000 if len(ends) == sc.n else None
     window = held_from is not None and held_to is not None and held_to > held_from
     buckets: dict[int, list[float]] = {}  # latency by send time, 250 ms buckets: where the spikes are
+    held_by: dict[bool, list[float]] = {True: [], False: []}
     for r in results:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
         if "lat_us" not in r:
@@ -984,11 +1141,13 @@ def summarize(
         for v, sent in zip(r["lat_us"], r["sent_us"], strict=True):
             buckets.setdefault(sent // 250_000, []).append(v / 1000)
         if window:
-            lat_held.extend(
+            held = [
                 v / 1000
                 for v, sent in zip(r["lat_us"], r["sent_us"], strict=True)
                 if held_from <= sent <= held_to
-            )
+            ]
+            lat_held.extend(held)
+            held_by[bool(r.get("cross"))].extend(held)  # atelier-redis: a job on the other process, or not
         tokens += r["tokens"]
         text_events += r["text_events"]
         missing += r["missing"]
@@ -1066,6 +1225,10 @@ def summarize(
             [b / 4, len(v), pct(v, 50), pct(v, 99), max(v)] for b, v in sorted(buckets.items())
         ],
     }
+    if any(r.get("cross") for r in measured):
+        for cross, label in ((True, "cross"), (False, "local")):
+            out[f"lat_held_{label}_p50_ms"] = pct(held_by[cross], 50)
+            out[f"lat_held_{label}_p99_ms"] = pct(held_by[cross], 99)
     ours = sum(v for v in (out["relay_cpu_pct"], out["upstream_cpu_pct"], out["readers_cpu_pct"]) if v)
     out["other_cpu_pct"] = None if out["host_busy_pct"] is None else max(0.0, out["host_busy_pct"] - ours)
     out["lost"] = missing > 0 or bad_text > 0
@@ -1151,6 +1314,32 @@ def table(results: list[dict[str, Any]]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def redis_table(results: list[dict[str, Any]]) -> str:
+    """`--redis`: where the two-process path spends its CPU, and the readers of a job on the other process."""
+    rows = [r for r in results if r["system"] == "atelier-redis"]
+    if not rows:
+        return ""
+    head = (
+        "| readers of | N | CPU % of a core: A / B / redis | CPU µs per token: A / B / redis | all "
+        "| latency p50 / p99 ms, job on the other process | job on the reader's own | Redis used MB after |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    out = []
+    for r in rows:
+        pcts = r.get("relay_cpu_parts_pct", {})
+        per = r.get("relay_cpu_parts_us_per_token", {})
+        names = ("relay-a", "relay-b", "redis")
+        out.append(
+            f"| {'distinct portraits' if r['shape'] == 'distinct' else 'one portrait'} | {r['n']} "
+            f"| {' / '.join(fmt(pcts.get(name), 0) for name in names)} "
+            f"| {' / '.join(fmt(per.get(name), 1) for name in names)} | {fmt(r['relay_cpu_us_per_token'], 0)} "
+            f"| {pair(r.get('lat_held_cross_p50_ms'), r.get('lat_held_cross_p99_ms'))} "
+            f"| {pair(r.get('lat_held_local_p50_ms'), r.get('lat_held_local_p99_ms'))} "
+            f"| {fmt(r.get('redis_used_memory_mb'), 1)} |"
+        )
+    return "\n" + head + "\n".join(out) + "\n"
+
+
 def why_not(r: dict[str, Any]) -> str:
     reasons = []
     if r["lost"] or r["streams_done"] != r["n"]:
@@ -1187,20 +1376,21 @@ def verdicts(results: list[dict[str, Any]]) -> str:
     lines = []
     base = floors(results)
     for r in results:
-        if r["system"] == "atelier" and r["shape"] == "distinct" and r["n"] == 100:
+        if r["system"] in ("atelier", "atelier-redis") and r["shape"] == "distinct" and r["n"] == 100:
             floor = base.get(100)
             a50, a99 = added(r, floor, "lat_held_p50_ms"), added(r, floor, "lat_held_p99_ms")
             w50, w99 = added(r, floor, "lat_p50_ms"), added(r, floor, "lat_p99_ms")
             ok = a50 is not None and a99 is not None and a50 <= 2 and a99 <= 15
             whole = w50 is not None and w99 is not None and w50 <= 2 and w99 <= 15
+            who = "Atelier" if r["system"] == "atelier" else "Atelier on Redis (two processes)"
             lines.append(
-                f"- Bar, Atelier at 100 distinct streams, added p50 ≤ 2 ms and p99 ≤ 15 ms: "
+                f"- Bar, {who} at 100 distinct streams, added p50 ≤ 2 ms and p99 ≤ 15 ms: "
                 f"{'met' if ok else 'NOT met'} with all 100 open (p50 {fmt(a50, 2)} ms, p99 {fmt(a99, 2)} ms); "
                 f"{'met' if whole else 'NOT met'} over the whole run, arrivals included "
                 f"(p50 {fmt(w50, 2)} ms, p99 {fmt(w99, 2)} ms)."
             )
     caps = {}
-    for system in ("direct", "naive", "atelier"):
+    for system in ("direct", "naive", "atelier", "atelier-redis"):
         for shape in ("distinct", "shared"):
             if (system, shape) == ("naive", "shared"):
                 continue  # its runs at --shared are the distinct-portrait workload again
@@ -1228,7 +1418,93 @@ def verdicts(results: list[dict[str, Any]]) -> str:
                 f"- Atelier / naive capacity, {label}: {ratio}{more}; bar ≥ 4×: "
                 f"{'met' if naive[0] and atelier[0] >= 4 * naive[0] else 'NOT met'}."
             )
+    lines += redis_verdicts(results, caps)
     return "\n".join(lines) + "\n"
+
+
+CORES = 16  # the larger machine the two-process figures are carried to
+USABLE = 0.7  # of each core: headroom for arrivals and bursts (one process here fails near 80 % busy)
+
+
+def redis_verdicts(results: list[dict[str, Any]], caps: dict[tuple[str, str], tuple[int, bool]]) -> list[str]:
+    """`--redis`: the bars of several processes, against the in-process broker of the same run."""
+    runs = {(r["system"], r["shape"], r["n"]): r for r in results}
+    lines = []
+    distinct = sorted(
+        n
+        for (system, shape, n) in runs
+        if system == "atelier-redis" and shape == "distinct" and ("atelier", "distinct", n) in runs
+    )
+    if distinct:
+        n = 100 if 100 in distinct else distinct[-1]
+        two, one = runs[("atelier-redis", "distinct", n)], runs[("atelier", "distinct", n)]
+        if two["relay_cpu_us_per_token"] and one["relay_cpu_us_per_token"]:
+            ratio = two["relay_cpu_us_per_token"] / one["relay_cpu_us_per_token"]
+            parts = ", ".join(
+                f"{name} {fmt(v, 0)}" for name, v in two.get("relay_cpu_parts_us_per_token", {}).items()
+            )
+            lines.append(
+                f"- Bar, CPU per token of the whole path at {n} distinct streams (both processes and "
+                f"redis-server) ≤ 1.3× one process's: {'met' if ratio <= 1.3 else 'NOT met'}, "
+                f"{fmt(two['relay_cpu_us_per_token'], 0)} µs ({parts}) against "
+                f"{fmt(one['relay_cpu_us_per_token'], 0)}: {ratio:.2f}×."
+            )
+        if two.get("lat_held_cross_p50_ms") is not None:
+            lines.append(
+                f"- Atelier on Redis at {n} distinct streams, latency p50 / p99 with all open: readers of a job "
+                f"on the other process {pair(two['lat_held_cross_p50_ms'], two['lat_held_cross_p99_ms'])} ms, "
+                f"of a job on their own {pair(two['lat_held_local_p50_ms'], two['lat_held_local_p99_ms'])} ms."
+            )
+    one_cap, two_cap = caps.get(("atelier", "shared")), caps.get(("atelier-redis", "shared"))
+    if one_cap and two_cap:
+        ratio = f"{two_cap[0] / one_cap[0]:.2f}×" if one_cap[0] else "∞ (one process held nothing)"
+        more = " (at least: every N tried held)" if two_cap[0] and not two_cap[1] else ""
+        lines.append(
+            f"- Bar, readers of one portrait held by two processes ≥ 1.3× one process's: "
+            f"{'met' if one_cap[0] and two_cap[0] >= 1.3 * one_cap[0] else 'NOT met'}, {two_cap[0]} against "
+            f"{one_cap[0]}: {ratio}{more}."
+        )
+    for (system, shape, n), r in runs.items():
+        if system == "atelier-redis" and r.get("redis_commands"):
+            busiest = sorted(r["redis_commands"].items(), key=lambda kv: -(kv[1]["usec_per_token"] or 0))[:4]
+            lines.append(
+                f"- redis-server's own time per token, {shape} N = {n} (INFO commandstats): "
+                + "; ".join(
+                    f"{name} {fmt(v['calls_per_token'], 2)} calls × {fmt(v['usec_per_call'], 1)} µs"
+                    for name, v in busiest
+                )
+                + "."
+            )
+    lines += scale_out(runs)
+    return lines
+
+
+def scale_out(runs: dict[tuple[str, str, int], dict[str, Any]]) -> list[str]:
+    """What a 16-core machine would hold, from the measured CPU per token: each Atelier process is one
+    core's worth of Python, redis-server one more (single-threaded); USABLE of each core."""
+    lines = []
+    for shape, what in (("distinct", "distinct portraits"), ("shared", "readers of one portrait")):
+        ran = [r for (system, sh, _n), r in runs.items() if system == "atelier-redis" and sh == shape]
+        held = [r for r in ran if r["held"]] or ran  # the CPU per token is measured, held or not
+        if not held:
+            continue
+        r = max(held, key=lambda r: r["n"])
+        per = r.get("relay_cpu_parts_us_per_token") or {}
+        python_us = sum(v for name, v in per.items() if name.startswith("relay-") and v)
+        redis_us = per.get("redis") or 0.0
+        if not python_us:
+            continue
+        by_python = (CORES - 1) * USABLE * 1e6 / python_us
+        by_redis = USABLE * 1e6 / redis_us if shape == "distinct" and redis_us else math.inf
+        tokens_s = min(by_python, by_redis)
+        bound = "redis-server's one core" if by_redis < by_python else f"{CORES - 1} Atelier processes"
+        lines.append(
+            f"- {CORES} cores, {what}, from N = {r['n']} here{'' if r['held'] else ' (not held)'} "
+            f"({fmt(python_us, 0)} µs per token in Atelier, "
+            f"{fmt(redis_us, 1)} in redis-server): about {tokens_s / 50:,.0f} at 50 tokens/s "
+            f"({tokens_s:,.0f} tokens/s, {USABLE:.0%} of each core; bound by {bound})."
+        )
+    return lines
 
 
 # =====================================================================================================
@@ -1271,6 +1547,9 @@ def main_run(args: argparse.Namespace) -> int:
         else []
     )
     systems = [s for s in args.systems.split(",") if s]
+    if args.redis and "atelier-redis" not in systems:
+        systems.append("atelier-redis")
+        args.systems = ",".join(systems)
     nofile = raise_nofile()
     biggest = max([*distinct, *shared, 1])
     if nofile < 3 * biggest + 100:
@@ -1349,27 +1628,29 @@ def main_run(args: argparse.Namespace) -> int:
                     continue
             got = run_set("distinct", n, which)
             holding -= {s for s, r in got.items() if s != "direct" and not r["held"]}
-        # One portrait: Atelier up its ladder while it holds, and at --shared whatever happens; naive at
-        # --shared only (it cannot share: N readers are N upstream calls, as with distinct portraits).
-        holding = {"atelier"} & set(relays)
+        # One portrait: Atelier (one process, and two with --redis) up its ladder while it holds, and at
+        # --shared whatever happens; naive at --shared only (it cannot share: N readers are N upstream calls,
+        # as with distinct portraits).
+        sharing = [s for s in relays if s in ("atelier", "atelier-redis")]
+        holding = set(sharing)
         for n in shared:
             which = ["direct"] if "direct" in systems and n not in direct_runs else []
             if n == args.shared:
                 which += relays
-            elif "atelier" in holding and not over_budget(n):
-                which += ["atelier"]
+            elif holding and not over_budget(n):
+                which += [s for s in sharing if s in holding]
             else:
                 continue
             got = run_set("shared", n, which)
-            if "atelier" in got and not got["atelier"]["held"]:
-                holding.discard("atelier")
+            holding -= {s for s in sharing if s in got and not got[s]["held"]}
     finally:
         bench.close()
 
-    md = table(all_results) + "\n" + verdicts(all_results)
+    md = table(all_results) + redis_table(all_results) + "\n" + verdicts(all_results)
     settings = (
         f"tokens/stream ≥ {args.tokens} at {args.rate:g} tokens/s; readers arrive at {args.arrival_rate:g}/s; "
         f"all N streams open together ≥ {args.hold:g} s; {args.reader_procs} reader processes; "
+        f"{args.chunk_tokens} token(s) per upstream chunk; "
         f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}"
     )
     print(f"\n{settings}\n\n{md}")
@@ -1436,8 +1717,36 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--retries", type=int, default=1, help="a near miss (not held, but close) is run once more"
     )
     p.add_argument("--systems", default="direct,naive,atelier")
+    p.add_argument(
+        "--redis",
+        action="store_true",
+        help="add atelier-redis: two Atelier processes on a private redis-server (the Redis Streams broker)",
+    )
+    p.add_argument("--redis-server", default="redis-server", help="the redis-server binary for --redis")
+    p.add_argument(
+        "--redis-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="more environment for atelier-redis's processes (repeatable), e.g. to measure a variant",
+    )
+    p.add_argument(
+        "--redis-placement",
+        choices=("split", "local"),
+        default="split",
+        help="atelier-redis, distinct portraits: split = half the readers read a job running on the other "
+        "process (started there with POST .../jobs); local = each reader's job runs where it reads",
+    )
     p.add_argument("--tokens", type=int, default=200, help="tokens per stream, at least")
     p.add_argument("--rate", type=float, default=50.0, help="upstream tokens/s per stream")
+    p.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=1,
+        help="tokens per upstream chunk, every that many token intervals: the entries and events that merging "
+        "deltas within a window would leave (each token is stamped when its chunk is sent, so the window's own "
+        "wait is not in the latency)",
+    )
     p.add_argument("--arrival-rate", type=float, default=100.0, help="new readers per second")
     p.add_argument(
         "--hold", type=float, default=2.0, help="seconds all N streams are open together, at least"
