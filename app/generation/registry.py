@@ -232,6 +232,8 @@ class JobRegistry:
                     log.info("job %s: no reader on any process for %ss, cancelling", job.id, self.grace)
                     self.cancel(job)
                 return
+            if not seen_readers:
+                log.info("job %s: no reader here, %d on other processes: watching", job.id, readers)
             seen_readers = True
             await asyncio.sleep(self.scan)
 

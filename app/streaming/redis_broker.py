@@ -336,6 +336,8 @@ class RedisBroker:
     async def _refused(self, append: _Append, reply: Exception) -> None:
         """Why Redis refused an append at its seq: our own earlier try (a retry after a lost reply), the end
         of the log, or another writer's entry."""
+        self._writing.pop(append.key, None)  # someone else writes it now, perhaps: follow it again at once
+        self._kick.set()
         try:
             async with self._in_flight:
                 with _unavailable():

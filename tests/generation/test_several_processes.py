@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
 from app.generation.jobs import Job
-from app.generation.portrait import Refused
+from app.generation.portrait import Accepted, Refused
 from app.llm import errors
 from app.llm.client import Finish
 from app.streaming.events import Continued, Done, Error, Event, Metadata, Text
@@ -161,8 +162,20 @@ def test_the_grace_ends_only_when_no_process_has_a_reader(sqlite_database: str, 
 
             assert reader_a.on_close is not None
             reader_a.on_close()  # the reader on A leaves: B still has one
-            a.clock.advance(10.0)
-            await asyncio.sleep(0.3)  # A asks the board, finds B's reader, and keeps watching
+            heard: list[str] = []
+            watching = _Heard(heard)
+            jobs_log = logging.getLogger("atelier.jobs")
+            level = jobs_log.level
+            jobs_log.setLevel(logging.INFO)
+            jobs_log.addHandler(watching)
+            try:
+                a.clock.advance(
+                    10.0
+                )  # A's grace ends: A asks the board, finds B's reader, and keeps watching
+                await eventually(_said(heard, "on other processes: watching"), "A watching B's reader")
+            finally:
+                jobs_log.removeHandler(watching)
+                jobs_log.setLevel(level)
             assert job.running and not job.cancel_requested
 
             assert reader_b.on_close is not None
@@ -207,6 +220,25 @@ def test_the_circuit_opened_by_a_fails_fast_on_b(sqlite_database: str, server: R
             refused = await b.portraits.open(b.request(third.id, origin="job", client=TRUSTED))
             assert isinstance(refused, Refused) and refused.code == "upstream_unavailable"
             assert b.chat.calls == []
+
+    run(scenario)
+
+
+def test_the_generation_limit_counts_a_client_on_every_process(
+    sqlite_database: str, server: RedisServer
+) -> None:
+    async def scenario() -> None:
+        async with two_processes(
+            sqlite_database, server, [script("A.")], [script("B.")], rate="2/minute"
+        ) as (a, b, _):
+            first, second, third = [
+                await a.add_artist(name) for name in ("Nina Simone", "Miles Davis", "Fela")
+            ]
+            assert isinstance(await a.portraits.open(a.request(first.id, origin="job")), Accepted)
+            assert isinstance(await b.portraits.open(b.request(second.id, origin="job")), Accepted)
+            refused = await a.portraits.open(a.request(third.id, origin="job"))  # the third, anywhere
+            assert isinstance(refused, Refused) and refused.code == "rate_limited"
+            assert refused.retry_after is not None and refused.retry_after > 0
 
     run(scenario)
 
@@ -275,9 +307,15 @@ def test_an_owner_that_lost_its_job_while_stalled_writes_nothing_more_and_one_ar
             assert task.done()
             assert job.abandoned and job.remote  # A gave it up: a mirror of B's job from now on
             assert text_of(events) == "Hello world." and isinstance(events[-1].payload, Done)
+
+            async def caught_up() -> bool:  # A follows the log again once its append was refused
+                return text_of(await a.log(job.id)) == "Hello world."
+
+            await eventually(caught_up, "A's view of the log caught up with B's writing")
             log = await a.log(job.id)
-            assert [event.seq for event in log] == list(range(1, len(log) + 1))
-            assert text_of(log) == "Hello world."  # nothing of A's after the takeover
+            assert [event.seq for event in log] == list(
+                range(1, len(log) + 1)
+            )  # nothing of A's after the takeover
             _, stored = await b.articles.lookup(artist.id, "en", "long")
             assert stored is not None and (stored.version, stored.markdown) == (1, "Hello world.")
 
@@ -342,6 +380,24 @@ def test_when_redis_goes_away_new_and_running_generations_end_with_broker_unavai
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+
+class _Heard(logging.Handler):
+    """What a logger said, as text: a registry's decisions it announces (no other sign of them from outside)."""
+
+    def __init__(self, heard: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.heard = heard
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.heard.append(record.getMessage())
+
+
+def _said(heard: list[str], words: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return any(words in message for message in heard)
+
+    return check
 
 
 async def _readers(board: object, job_id: str, count: int) -> bool:
