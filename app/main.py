@@ -39,6 +39,7 @@ from app.generation.portrait import PortraitService
 from app.generation.ratelimit import limit_storage
 from app.generation.router import router as generation_router
 from app.generation.run import Writer
+from app.generation.ws import router as websocket_router
 from app.kit.body_limit import BodySizeLimitMiddleware
 from app.kit.clock import SystemClock
 from app.kit.forwarding import ForwardedForCheck
@@ -231,6 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(collection_router)
     app.include_router(articles_router)
     app.include_router(generation_router)
+    app.include_router(websocket_router)  # WS /ws/v1/articles (not in the OpenAPI document)
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     return app

@@ -4,6 +4,7 @@
     .venv/bin/python bench/relay.py --quick    # a smoke run: about 1 minute
     .venv/bin/python bench/relay.py --sizes 10,100 --ladder "" --shared 0 --tokens 100
     .venv/bin/python bench/relay.py --redis --sizes 100 --ladder "" --shared 800 --shared-ladder 200,400,600
+    .venv/bin/python bench/relay.py --ws --systems atelier --sizes 100,400 --ladder "" --shared 1000 --shared-ladder ""
 
 Processes, all on 127.0.0.1:
 - a fake upstream (`relay.py upstream`): a raw asyncio HTTP/1.1 server answering POST /v1/chat/completions
@@ -50,12 +51,23 @@ Output: a markdown table and verdicts on stdout; JSON (with per-stream rows, a l
 gaps) and markdown in bench/results/ (git-ignored). Standard library plus what Atelier already depends on
 (httpx, uvicorn; uvloop when installed). `--profile DIR` records the relays with py-spy if installed
 (both processes of `atelier-redis`). Figures and their reading: docs/performance.md.
+
+With `--ws`, WebSocket readers run beside the SSE readers, in the same run and on the same shapes:
+`atelier-ws` is the same one Atelier process (`atelier serve`) read over `WS /ws/v1/articles`, one socket per
+reader (authenticated by the `bearer.<token>` subprotocol) sending `{"action": "generate", ..., "refresh":
+true}`, as an SSE reader sends its GET. The readers stay raw asyncio protocols: a hand-written upgrade, then
+a minimal frame parser (text frames, pings answered with pongs). They do not offer compression, as the SSE
+readers get none; with `--ws-deflate` a second system, `atelier-ws-deflate`, offers `permessage-deflate` as
+browsers do (uvicorn accepts it by default and then compresses every message, per socket). The verdicts
+compare each WebSocket system's relay CPU per token with `atelier`'s at the same N and shape (bar: within
+10 %).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gc
 import hashlib
@@ -71,6 +83,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +96,8 @@ TOKEN = "bench"
 HOLD_P99_MS = 100.0
 HOLD_FIRST_EVENT_MS = 100.0
 TOKEN_RE = re.compile(r"w(\d+)@(\d+) ")
+WS_SYSTEMS = ("atelier-ws", "atelier-ws-deflate")  # one Atelier process, read over its WebSocket
+ATELIER_SYSTEMS = ("atelier", *WS_SYSTEMS)  # one Atelier process (`atelier serve`), whatever the wire
 TEXT_RE = re.compile(r"(?:w\d+@\d+ )*")
 
 
@@ -531,6 +546,113 @@ class ReaderProtocol(asyncio.Protocol):
         }
 
 
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One client frame (FIN set, masked as a client's must be)."""
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x80 | opcode, 0x80 | size])
+    elif size < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + size.to_bytes(8, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def ws_upgrade(port: int, deflate: bool) -> str:
+    """The opening request of `atelier-ws`'s readers: the token as a subprotocol, never in the URL."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    extensions = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else ""
+    return (
+        f"GET /ws/v1/articles HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: atelier.v1, bearer.{TOKEN}\r\n{extensions}\r\n"
+    )
+
+
+class WsReaderProtocol(ReaderProtocol):
+    """`mode` "ws": a reader of Atelier's WebSocket. The upgrade is written by hand (`spec["request"]`); once
+    the 101 is in, the action (`spec["action"]`) goes out as one masked text frame, and each text frame
+    that comes back is one JSON message, handled as the SSE reader handles an event of the same type. Pings
+    are answered (uvicorn closes a socket whose pongs stop); `permessage-deflate`, when the server accepted
+    it, is inflated with one context per socket."""
+
+    def __init__(self, spec: dict[str, Any], t_req: int, done: asyncio.Future[None]) -> None:
+        super().__init__(spec, t_req, done)
+        self.fbuf = bytearray()
+        self.inflate: Any = None
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic_ns()
+        if self.finished:
+            return
+        if not self.head_done:
+            self.hbuf += data
+            end = self.hbuf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.hbuf[:end])
+            data = bytes(self.hbuf[end + 4 :])
+            self.hbuf = bytearray()
+            code = int(head.split(b"\r\n", 1)[0].split(b" ", 2)[1])
+            if code != 101:
+                self._finish(f"http {code}", now)
+                return
+            self.head_done = True
+            if b"permessage-deflate" in head.lower():
+                self.inflate = zlib.decompressobj(-15)
+            assert self.transport is not None
+            self.transport.write(ws_frame(0x1, self.spec["action"].encode()))
+        self._frames(data, now)
+
+    def _frames(self, data: bytes, now: int) -> None:
+        buf = self.fbuf
+        buf += data
+        pos = 0
+        while not self.finished:
+            if len(buf) - pos < 2:
+                break
+            first, second = buf[pos], buf[pos + 1]
+            size, header = second & 0x7F, 2
+            if size == 126:
+                if len(buf) - pos < 4:
+                    break
+                size, header = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif size == 127:
+                if len(buf) - pos < 10:
+                    break
+                size, header = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if len(buf) - pos < header + size:
+                break
+            payload = bytes(buf[pos + header : pos + header + size])
+            pos += header + size
+            opcode = first & 0x0F
+            if opcode == 0x1:
+                if first & 0x40:  # RSV1: a compressed message
+                    payload = self.inflate.decompress(payload + b"\x00\x00\xff\xff")
+                self._message(json.loads(payload), now)
+            elif opcode == 0x9 and self.transport is not None:
+                self.transport.write(ws_frame(0xA, payload))
+            elif opcode == 0x8:
+                self._finish("closed", now)
+        del buf[:pos]
+
+    def _message(self, message: dict[str, Any], now: int) -> None:
+        kind = message.get("type")
+        if kind == "ping":
+            return
+        if self.t_first_event is None:
+            self.t_first_event = now
+        if kind == "text":
+            self._text(message["delta"], now)
+        elif kind == "done":
+            self.finish_reason = message.get("finish_reason")
+            self._finish("done", now)
+        elif kind == "error":
+            self._finish("error: " + str(message.get("code")), now)
+
+
 async def start_job(start: dict[str, Any]) -> str | None:
     """`atelier-redis`, distinct portraits: the job started with its own request (`POST .../jobs`) on the
     process it should run on, before the reader streams it, maybe from the other. None when it started."""
@@ -565,7 +687,8 @@ async def readers_main(spec: dict[str, Any]) -> dict[str, Any]:
     async def open_one(s: dict[str, Any]) -> None:
         started = await start_job(s["start"]) if "start" in s else None
         done: asyncio.Future[None] = loop.create_future()
-        proto = ReaderProtocol(s, time.monotonic_ns(), done)  # timed from the stream's request
+        reader = WsReaderProtocol if s["mode"] == "ws" else ReaderProtocol
+        proto = reader(s, time.monotonic_ns(), done)  # timed from the stream's request
         protocols.append((proto, done))
         if started is not None:
             proto._finish(started)
@@ -700,7 +823,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 @dataclass
 class Scenario:
-    system: str  # direct | naive | atelier | atelier-redis
+    system: str  # direct | naive | atelier | atelier-ws | atelier-ws-deflate | atelier-redis
     shape: str  # distinct | shared
     n: int
     tokens: int
@@ -810,7 +933,7 @@ class Bench:
 
     def start_relay(self, system: str) -> tuple[Child, int]:
         port = free_port()
-        if system == "atelier":
+        if system in ATELIER_SYSTEMS:
             atelier = str(Path(PY).parent / "atelier")
             argv = [atelier, "serve", "--host", HOST, "--port", str(port), "--log-level", "warning"]
             if self.args.atelier_cmd:
@@ -879,7 +1002,9 @@ class Bench:
         import httpx
 
         self.control(tokens=3, reset=1)
-        if system == "atelier":
+        if system in WS_SYSTEMS:
+            self.warm_ws(port, deflate=system == "atelier-ws-deflate")
+        if system in ATELIER_SYSTEMS:
             url = f"/api/v1/collection/artists/{self.warm_artist}/article/stream?length=short&refresh=true"
             headers = {"Authorization": f"Bearer {TOKEN}"}
         else:
@@ -889,6 +1014,22 @@ class Bench:
             client.stream("GET", url, headers=headers) as response,
         ):
             for _ in response.iter_bytes():
+                pass
+
+    def warm_ws(self, port: int, deflate: bool) -> None:
+        """One short portrait over the WebSocket (the `websockets` client uvicorn[standard] brings)."""
+        from websockets.sync.client import connect
+
+        action = {"action": "generate", "request_id": 0, "artist_id": self.warm_artist}
+        action.update(length="short", refresh=True)
+        with connect(
+            f"ws://{HOST}:{port}/ws/v1/articles",
+            subprotocols=["atelier.v1", f"bearer.{TOKEN}"],  # type: ignore[list-item]
+            compression="deflate" if deflate else None,
+            open_timeout=30,
+        ) as ws:
+            ws.send(json.dumps(action))
+            while json.loads(ws.recv(timeout=30))["type"] not in ("done", "error"):
                 pass
 
     # --- one scenario ----------------------------------------------------------------------------------
@@ -954,6 +1095,16 @@ class Bench:
             f"Host: {HOST}:{port}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n"
         )
         spec: dict[str, Any] = {"request": request, "mode": "atelier", "port": port}
+        if system in WS_SYSTEMS:
+            action = {"action": "generate", "request_id": i, "artist_id": artist, "length": "short"}
+            action["refresh"] = True
+            deflate = system == "atelier-ws-deflate"
+            return {
+                "request": ws_upgrade(port, deflate),
+                "action": json.dumps(action),
+                "mode": "ws",
+                "port": port,
+            }
         if system == "atelier-redis" and shape == "distinct" and self.args.redis_placement == "split":
             runs_on = ports[(i // 2) % len(ports)]
             spec["start"] = {
@@ -1378,6 +1529,8 @@ def verdicts(results: list[dict[str, Any]]) -> str:
     for r in results:
         if r["system"] in ("atelier", "atelier-redis") and r["shape"] == "distinct" and r["n"] == 100:
             floor = base.get(100)
+            if floor is None:
+                continue  # no `direct` run at 100 (`--systems` without it): nothing to add to
             a50, a99 = added(r, floor, "lat_held_p50_ms"), added(r, floor, "lat_held_p99_ms")
             w50, w99 = added(r, floor, "lat_p50_ms"), added(r, floor, "lat_p99_ms")
             ok = a50 is not None and a99 is not None and a50 <= 2 and a99 <= 15
@@ -1390,7 +1543,7 @@ def verdicts(results: list[dict[str, Any]]) -> str:
                 f"(p50 {fmt(w50, 2)} ms, p99 {fmt(w99, 2)} ms)."
             )
     caps = {}
-    for system in ("direct", "naive", "atelier", "atelier-redis"):
+    for system in ("direct", "naive", *ATELIER_SYSTEMS, "atelier-redis"):
         for shape in ("distinct", "shared"):
             if (system, shape) == ("naive", "shared"):
                 continue  # its runs at --shared are the distinct-portrait workload again
@@ -1419,7 +1572,32 @@ def verdicts(results: list[dict[str, Any]]) -> str:
                 f"{'met' if naive[0] and atelier[0] >= 4 * naive[0] else 'NOT met'}."
             )
     lines += redis_verdicts(results, caps)
+    lines += ws_verdicts(results)
     return "\n".join(lines) + "\n"
+
+
+WS_CPU_BAR = 1.10  # WebSocket readers' relay CPU per token, against SSE readers' at the same N and shape
+
+
+def ws_verdicts(results: list[dict[str, Any]]) -> list[str]:
+    """`--ws`: each WebSocket system's relay CPU per token against `atelier`'s (SSE) at the same N and shape."""
+    runs = {(r["system"], r["shape"], r["n"]): r for r in results}
+    lines = []
+    for (system, shape, n), r in runs.items():
+        sse = runs.get(("atelier", shape, n))
+        if system not in WS_SYSTEMS or sse is None:
+            continue
+        ws_us, sse_us = r["relay_cpu_us_per_token"], sse["relay_cpu_us_per_token"]
+        if not ws_us or not sse_us:
+            continue
+        ratio = ws_us / sse_us
+        what = "distinct portraits" if shape == "distinct" else "readers of one portrait"
+        lines.append(
+            f"- Bar, {system} relay CPU per token within 10 % of SSE's, {what}, N = {n}: "
+            f"{'met' if ratio <= WS_CPU_BAR else 'NOT met'}, {fmt(ws_us, 1)} µs against {fmt(sse_us, 1)}: "
+            f"{ratio:.3f}× (held: {'yes' if r['held'] else 'no'} / {'yes' if sse['held'] else 'no'})."
+        )
+    return lines
 
 
 CORES = 16  # the larger machine the two-process figures are carried to
@@ -1549,7 +1727,10 @@ def main_run(args: argparse.Namespace) -> int:
     systems = [s for s in args.systems.split(",") if s]
     if args.redis and "atelier-redis" not in systems:
         systems.append("atelier-redis")
-        args.systems = ",".join(systems)
+    for flag, system in ((args.ws, "atelier-ws"), (args.ws_deflate, "atelier-ws-deflate")):
+        if flag and system not in systems:
+            systems.append(system)
+    args.systems = ",".join(systems)
     nofile = raise_nofile()
     biggest = max([*distinct, *shared, 1])
     if nofile < 3 * biggest + 100:
@@ -1631,7 +1812,7 @@ def main_run(args: argparse.Namespace) -> int:
         # One portrait: Atelier (one process, and two with --redis) up its ladder while it holds, and at
         # --shared whatever happens; naive at --shared only (it cannot share: N readers are N upstream calls,
         # as with distinct portraits).
-        sharing = [s for s in relays if s in ("atelier", "atelier-redis")]
+        sharing = [s for s in relays if s in (*ATELIER_SYSTEMS, "atelier-redis")]
         holding = set(sharing)
         for n in shared:
             which = ["direct"] if "direct" in systems and n not in direct_runs else []
@@ -1723,6 +1904,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="add atelier-redis: two Atelier processes on a private redis-server (the Redis Streams broker)",
     )
     p.add_argument("--redis-server", default="redis-server", help="the redis-server binary for --redis")
+    p.add_argument(
+        "--ws",
+        action="store_true",
+        help="add atelier-ws: the same Atelier process read over its WebSocket (one socket per reader)",
+    )
+    p.add_argument(
+        "--ws-deflate",
+        action="store_true",
+        help="add atelier-ws-deflate: WebSocket readers that offer permessage-deflate, as browsers do",
+    )
     p.add_argument(
         "--redis-env",
         action="append",

@@ -47,4 +47,8 @@ class Article(Base):
     continuations: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     length_score: Mapped[float | None] = mapped_column(Float)
     outline: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # A revision (docs/revisions.md): the reader's instruction and the version of the same (artist, language,
+    # length) it rewrote; both NULL for a portrait written from the facts alone (alembic 0008).
+    instruction: Mapped[str | None] = mapped_column(Text)
+    revises_version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

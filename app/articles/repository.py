@@ -77,6 +77,16 @@ class ArticleRepository:
         )
         return rows.all()
 
+    async def versions_of(self, artist_id: int, language: str, length: str, limit: int) -> Sequence[Article]:
+        """The newest `limit` versions of one portrait (artist, language, length), newest first."""
+        rows = await self.session.scalars(
+            select(Article)
+            .where(Article.artist_id == artist_id, Article.language == language, Article.length == length)
+            .order_by(Article.version.desc())
+            .limit(limit)
+        )
+        return rows.all()
+
     async def version(self, artist_id: int, language: str, length: str, version: int) -> Article | None:
         return await self.session.scalar(
             select(Article).where(

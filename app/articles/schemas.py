@@ -26,6 +26,10 @@ class ArticleVersion(BaseModel):
     # (null for a version stored before it was recorded and never scored).
     continuations: int
     length_score: float | None
+    # A revision (`POST .../article/revisions`): the reader's instruction and the version it rewrote; null
+    # for a portrait written from the facts alone.
+    instruction: str | None
+    revises_version: int | None
     created_at: datetime
     url: str
 

@@ -86,6 +86,9 @@ class ArticleDraft:
     length_score: float | None = None
     # A planned portrait's outline: its title and sections, each with its start in the markdown.
     outline: dict[str, Any] | None = None
+    # A revision: the reader's instruction, and the version it rewrote.
+    instruction: str | None = None
+    revises_version: int | None = None
 
 
 def article_url(article: Article) -> str:
@@ -154,6 +157,8 @@ class ArticleService:
                     continuations=draft.continuations,
                     length_score=draft.length_score,
                     outline=draft.outline,
+                    instruction=draft.instruction,
+                    revises_version=draft.revises_version,
                 )
                 try:
                     await repository.add(article)
@@ -225,6 +230,13 @@ class ArticleService:
             articles = await ArticleRepository(session).versions(artist_id)
         return ArticleVersions(items=[self.version_view(article, artist) for article in articles])
 
+    async def portrait_versions(
+        self, artist_id: int, language: str, length: str, limit: int = 50
+    ) -> Sequence[Article]:
+        """The newest `limit` versions of one portrait, newest first (the artist page lists them)."""
+        async with self.sessionmaker() as session:
+            return await ArticleRepository(session).versions_of(artist_id, language, length, limit)
+
     async def find_with_artist(self, article_id: int) -> tuple[Article, Artist] | None:
         """A stored article by id, with its artist (for resuming a replay)."""
         async with self.sessionmaker() as session:
@@ -281,6 +293,8 @@ class ArticleService:
             finish_reason=article.finish_reason,
             continuations=article.continuations,
             length_score=article.length_score,
+            instruction=article.instruction,
+            revises_version=article.revises_version,
             created_at=article.created_at,
             url=article_url(article),
         )

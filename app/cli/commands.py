@@ -62,6 +62,9 @@ def _serve(args: argparse.Namespace) -> int:
             # SSE streams never close by themselves: without a bound, a stopping process would wait for its
             # readers forever and never reach its lifespan's end, where its jobs are handed over.
             timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+            # WebSocket messages are small JSON events, and compressing each for each reader costs 1.4-1.8x
+            # the CPU per token of an SSE reader (bench/relay.py --ws-deflate); SSE is not compressed either.
+            ws_per_message_deflate=False,
             workers=args.workers,
         )
     return 0

@@ -6,8 +6,8 @@ under the settings' prefix:
 - `claim:<artist>:<language>:<length>` → the id of the job writing that portrait. Taken with one script
   (`_CLAIM`) that also writes the job's record and adds it to `running`: two readers arriving on two
   processes at once get one job. Per key: no claim waits on another portrait's.
-- `job:<id>` (hash): the job's record — key, origin, the facts it writes from (a process taking it over
-  needs them), `owner` (the process running it; empty once handed over, `-` once ended), `cancel`.
+- `job:<id>` (hash): the job's record — key, origin, the facts it writes from and, for a revision, its
+  instruction and the text of the version it revises (a process taking it over needs them all), `owner` (the process running it; empty once handed over, `-` once ended), `cancel`.
 - `running` (set): the ids of running jobs, which every process scans for orphans.
 - `proc:<process>`: a process's lease, renewed every third of `ATELIER_JOB_LEASE`. A job whose owner has no
   lease is orphaned; `_TAKE` gives it to one claimer atomically (the owner field is compared and set in one
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -38,7 +39,7 @@ from redis import exceptions as redis_errors
 
 from app.articles.params import Length, as_length
 from app.catalog.schemas import ArtistFacts
-from app.generation.jobs import Job, JobKey, Origin
+from app.generation.jobs import Job, JobKey, Origin, Revision
 from app.streaming.broker import BrokerUnavailable
 
 log = logging.getLogger("atelier.board")
@@ -100,6 +101,7 @@ class JobRecord:
     facts_version: int
     started_at: datetime
     cancel: bool
+    revision: Revision | None = None
 
     @property
     def key(self) -> JobKey:
@@ -118,6 +120,7 @@ class JobRecord:
             language=self.language,
             length=self.length,
             origin=self.origin,
+            revision=self.revision,
             facts_version=self.facts_version,
             started_at=self.started_at,
         )
@@ -196,6 +199,7 @@ class JobBoard:
             "facts_version": str(job.facts_version),
             "started_at": job.started_at.isoformat(),
             "cancel": "",
+            "revision": _revision_field(job.revision),
         }
         args = [job.id]
         for name, value in fields.items():
@@ -232,8 +236,9 @@ class JobBoard:
                 facts_version=int(fields.get("facts_version", "0")),
                 started_at=datetime.fromisoformat(fields["started_at"]),
                 cancel=bool(fields.get("cancel")),
+                revision=_revision_of(fields.get("revision", "")),
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             log.warning("job %s: its record cannot be read (%s)", job_id, exc)
             return None
 
@@ -420,6 +425,35 @@ class JobBoard:
         self._closing = True
         listener.cancel()
         await asyncio.wait([listener], timeout=CLOSE_WAIT)
+
+
+def _revision_field(revision: Revision | None) -> str:
+    """A revision as its record keeps it: JSON, or "" for a job that revises nothing."""
+    if revision is None:
+        return ""
+    return json.dumps(
+        {
+            "instruction": revision.instruction,
+            "revises_version": revision.revises_version,
+            "article_id": revision.article_id,
+            "markdown": revision.markdown,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _revision_of(value: str) -> Revision | None:
+    """The revision a record names (`ValueError` or `TypeError` when the field is not one)."""
+    if not value:
+        return None
+    fields = json.loads(value)
+    instruction, markdown = fields["instruction"], fields["markdown"]
+    revises_version, article_id = fields["revises_version"], fields.get("article_id")
+    if not isinstance(instruction, str) or not isinstance(markdown, str):
+        raise ValueError("a revision's instruction and markdown are text")
+    if not isinstance(revises_version, int) or not (article_id is None or isinstance(article_id, int)):
+        raise ValueError("a revision's version and article id are integers")
+    return Revision(instruction, revises_version, markdown, article_id)
 
 
 def _origin(value: str) -> Origin:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from app.errors import AppError, NotFound
+from app.errors import AppError, Conflict, NotFound
 
 
 class JobNotFound(NotFound):
     code = "job_not_found"
     message = "No job has this id (finished jobs are kept for ATELIER_JOB_RETENTION seconds)."
+
+
+class PortraitBusy(Conflict):
+    """A revision asked while a job writes that portrait (on any process): the version it would revise is
+    not the latest for long, and one job per portrait runs at a time."""
+
+    message = (
+        "A job is writing this portrait right now; ask for the revision once it has finished "
+        "(it revises the latest stored version)."
+    )
 
 
 class SyncTimeout(AppError):

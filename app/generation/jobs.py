@@ -27,6 +27,19 @@ class JobError:
     message: str
 
 
+@dataclass(frozen=True)
+class Revision:
+    """What a revision job rewrites (`POST .../article/revisions`, docs/revisions.md): the reader's
+    instruction, and the stored version it revises with its markdown, which is the assistant's turn of the
+    conversation the new version is written from. A process taking the job over rebuilds the same messages
+    from it (the board keeps it in the job's record)."""
+
+    instruction: str
+    revises_version: int
+    markdown: str  # the revised version's text, as stored
+    article_id: int | None = None  # the revised version's id (for a person reading the record)
+
+
 @dataclass(eq=False)
 class Job:
     id: str
@@ -35,6 +48,8 @@ class Job:
     language: str
     length: Length
     origin: Origin
+    # A revision of the latest stored version (None: a portrait written from the facts alone).
+    revision: Revision | None = None
     # The artist's facts_version the snapshot was taken at, stored with the article (its staleness);
     # 0 (unknown) makes the article stale at once: a job must be built with the version it read.
     facts_version: int = 0

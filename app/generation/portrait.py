@@ -6,6 +6,9 @@ What is decided before anything starts is raised as an HTTP-shaped error (401 fo
 token, 404 for an unknown artist or job); everything else is an `Outcome` the caller translates to its
 medium (an SSE stream, a 202, a redirect, a line on a terminal). For a stream, a refusal (rate limit, open
 circuit) is itself a stream: `metadata` then `error`, which an EventSource can see.
+
+A revision (`revise`, docs/revisions.md) is decided here too: it rewrites the latest stored version as a
+job of its own under the same key, so it never runs beside another job for that portrait (409 instead).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from app.articles.errors import ArticleNotFound
 from app.articles.models import Article
 from app.articles.params import Length
 from app.articles.service import ArticleService
@@ -24,8 +28,14 @@ from app.auth import Client
 from app.catalog.models import Artist
 from app.catalog.schemas import ArtistFacts
 from app.errors import Unauthorized
-from app.generation.errors import BROKER_UNAVAILABLE_MESSAGE, RATE_LIMITED_MESSAGE, BrokerDown, JobNotFound
-from app.generation.jobs import Job, JobError, Origin
+from app.generation.errors import (
+    BROKER_UNAVAILABLE_MESSAGE,
+    RATE_LIMITED_MESSAGE,
+    BrokerDown,
+    JobNotFound,
+    PortraitBusy,
+)
+from app.generation.jobs import Job, JobError, JobKey, Origin, Revision
 from app.generation.positions import ReplayPosition, parse_position, replay_stream_id, seq_in
 from app.generation.ratelimit import GenerationLimiter, LimitUnavailable
 from app.generation.registry import JobRegistry
@@ -51,6 +61,17 @@ class PortraitRequest:
     refresh: bool = False
     resume: str | None = None  # `Last-Event-ID` as the reader sent it
     format: Format = "sse"  # the bare markdown cannot resume (it carries no ids)
+
+
+@dataclass(frozen=True)
+class RevisionRequest:
+    """A new version of the latest stored portrait of (artist, language, length), as `instruction` asks."""
+
+    artist_id: int
+    language: str
+    length: Length
+    instruction: str
+    client: Client
 
 
 # --- outcomes ------------------------------------------------------------------------------------------
@@ -185,15 +206,7 @@ class PortraitService:
                 if retry_after is not None:
                     await permit.release()
                     return Refused("rate_limited", RATE_LIMITED_MESSAGE, retry_after)
-            job = Job(
-                id=uuid.uuid4().hex,
-                artist_id=artist.id,
-                facts=ArtistFacts.of(artist),
-                facts_version=artist.facts_version,  # read with the facts, from the same row
-                language=request.language,
-                length=request.length,
-                origin=request.origin,
-            )
+            job = _new_job(artist, request.language, request.length, request.origin)
             try:
                 running = await self.registry.launch(job, lambda job: self.run(job, permit))
             except BaseException:
@@ -203,6 +216,55 @@ class PortraitService:
                 await permit.release()
                 await self.registry.keep_alive(running, request.origin)
             return running
+
+    # --- revisions -------------------------------------------------------------------------------------
+
+    async def revise(self, request: RevisionRequest) -> Accepted | Refused:
+        """Start a revision of the latest stored version: a job that runs to its end (like `POST .../jobs`),
+        whose conversation is built from that version and the instruction. Raised before anything starts:
+        401 without a token, 404 for an unknown artist or when nothing is stored to revise, 409
+        (`PortraitBusy`) while a job writes this portrait on any process. Refused: the circuit is open, or
+        (several processes) Redis cannot be reached."""
+        if not request.client.trusted:
+            raise Unauthorized(headers={"WWW-Authenticate": "Bearer"})
+        try:
+            return await self._start_revision(request)
+        except BrokerUnavailable:
+            return Refused("broker_unavailable", BROKER_UNAVAILABLE_MESSAGE, None)
+
+    async def _start_revision(self, request: RevisionRequest) -> Accepted | Refused:
+        key: JobKey = (request.artist_id, request.language, request.length)
+        async with self.registry.starting(key):
+            # The running job first, then the latest version: a job that ends in between has stored its
+            # version by the time it is read, and a revision never starts from a version about to be replaced.
+            if await self.registry.find_running(key) is not None:
+                raise PortraitBusy()
+            artist, latest = await self.articles.lookup(*key)
+            if latest is None:
+                raise ArticleNotFound(
+                    f"No {request.length} portrait in {request.language!r} is stored for {artist.name} yet: "
+                    "there is nothing to revise."
+                )
+            try:
+                permit = await self.breaker.acquire()
+            except UpstreamError as exc:
+                return Refused(exc.code, exc.message, exc.retry_after)
+            revision = Revision(
+                instruction=request.instruction,
+                revises_version=latest.version,
+                markdown=latest.markdown,
+                article_id=latest.id,
+            )
+            job = _new_job(artist, request.language, request.length, "job", revision)
+            try:
+                running = await self.registry.launch(job, lambda job: self.run(job, permit))
+            except BaseException:
+                await permit.release()
+                raise
+            if running is not job:  # another process claimed this portrait meanwhile
+                await permit.release()
+                raise PortraitBusy()
+        return Accepted(job)
 
     # --- streams ---------------------------------------------------------------------------------------
 
@@ -305,3 +367,18 @@ class PortraitService:
             await self.registry.cancel_and_wait(job)
         except BrokerUnavailable:
             raise BrokerDown() from None
+
+
+def _new_job(
+    artist: Artist, language: str, length: Length, origin: Origin, revision: Revision | None = None
+) -> Job:
+    return Job(
+        id=uuid.uuid4().hex,
+        artist_id=artist.id,
+        facts=ArtistFacts.of(artist),
+        facts_version=artist.facts_version,  # read with the facts, from the same row
+        language=language,
+        length=length,
+        origin=origin,
+        revision=revision,
+    )

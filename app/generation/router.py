@@ -28,11 +28,19 @@ from app.generation.portrait import (
     Outcome,
     PortraitRequest,
     Refused,
+    RevisionRequest,
     StillWriting,
     Stored,
     Stream,
 )
-from app.generation.schemas import AlreadyStored, JobAccepted, JobStatus, status_url, stream_url
+from app.generation.schemas import (
+    AlreadyStored,
+    JobAccepted,
+    JobStatus,
+    RevisionCreate,
+    status_url,
+    stream_url,
+)
 from app.kit.ids import MAX_ID, MIN_ID
 from app.kit.read_cache import cacheable
 from app.settings import SettingsDep
@@ -172,6 +180,29 @@ async def start_job(
     if isinstance(outcome, Refused):
         raise _refusal_error(outcome)
     assert isinstance(outcome, Accepted), outcome
+    return JobAccepted.of(outcome.job)
+
+
+@router.post(
+    ARTIST_ARTICLE + "/revisions",
+    status_code=202,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 503),
+)
+async def start_revision(
+    _same_site: SameSiteRequired,
+    _auth: TokenRequired,
+    portraits: PortraitsDep,
+    client: ClientDep,
+    artist_id: ArtistId,
+    params: ArticleParamsDep,
+    revision: RevisionCreate,
+) -> JobAccepted:
+    """A new version of the latest stored one, written as its instruction asks (docs/revisions.md); the job
+    runs to its end and streams like a first portrait. 409 `conflict` while a job writes this portrait."""
+    request = RevisionRequest(artist_id, params.language, params.length, revision.instruction, client)
+    outcome = await portraits.revise(request)
+    if isinstance(outcome, Refused):
+        raise _refusal_error(outcome)
     return JobAccepted.of(outcome.job)
 
 

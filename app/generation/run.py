@@ -14,7 +14,9 @@ A portrait is written by as many upstream calls as it takes (docs/longform.md):
 Every call goes through the breaker: the first with the permit the job was started with, each later one
 with its own; a call counts as a success at its first text token and as a failure if it breaks, even after
 that token. An artist deleted before its portrait is stored ends the job `cancelled`, as the deletion asks.
-It needs nothing but the job (its facts and its text so far) to go on: a continuation is built from them.
+It needs nothing but the job (its facts, its revision if it is one, and its text so far) to go on: a
+continuation is built from them. A revision (`job.revision`) is written in one unit from its conversation
+(prompt.revision_messages), never planned, and continued like any other.
 """
 
 from __future__ import annotations
@@ -251,7 +253,9 @@ class GenerationRun:
                 if recovery is not None:
                     await self._go_on(job, recovery, tally)
                 else:
-                    plan = await self._outline(job, tally) if self.longform.plans(job.length) else None
+                    # a revision is written in one unit (its conversation is the plan), continued like any
+                    plans = job.revision is None and self.longform.plans(job.length)
+                    plan = await self._outline(job, tally) if plans else None
                     if plan is not None:
                         await self._write_plan(job, plan, tally)
                     else:
@@ -332,7 +336,19 @@ class GenerationRun:
         await self._write_plan(job, _plan_of(job, outline), tally, resume=recovery)
 
     def _messages(self, job: Job) -> Messages:
-        return prompt.build_messages(self.system_prompt, job.facts, job.language, job.length)
+        """The messages of a one-unit portrait: the first request, or a revision's conversation (built from
+        the job alone, so a process taking a revision over rebuilds the same ones)."""
+        revision = job.revision
+        if revision is None:
+            return prompt.build_messages(self.system_prompt, job.facts, job.language, job.length)
+        return prompt.revision_messages(
+            self.system_prompt,
+            job.facts,
+            job.language,
+            job.length,
+            portrait=revision.markdown,
+            instruction=revision.instruction,
+        )
 
     # --- the calls -------------------------------------------------------------------------------------
 
@@ -500,16 +516,7 @@ class GenerationRun:
                     stored[index]["start"] = begun
             so_far = job.text[:start]
             ask = next_ask(target, count_words(so_far), planned, first, 1.0)
-            messages = prompt.section_messages(
-                self.system_prompt,
-                job.facts,
-                job.language,
-                title=plan.title,
-                sections=sections,
-                index=first,
-                words=ask,
-                so_far=so_far,
-            )
+            messages = self._section_messages(job, plan, sections, first, ask, so_far)
             await self._write(job, messages, tally, start=start, seam="takeover")
             first += 1
         asked = written = 0
@@ -526,19 +533,24 @@ class GenerationRun:
             stored[index]["start"] = start
             ratio = written / asked if asked else 1.0
             ask = next_ask(target, count_words(job.text), planned, index, ratio)
-            messages = prompt.section_messages(
-                self.system_prompt,
-                job.facts,
-                job.language,
-                title=plan.title,
-                sections=sections,
-                index=index,
-                words=ask,
-                so_far=job.text,
-            )
+            messages = self._section_messages(job, plan, sections, index, ask, job.text)
             await self._write(job, messages, tally, start=start)
             asked += ask
             written += count_words(job.text[start:])
+
+    def _section_messages(
+        self, job: Job, plan: Plan, sections: list[dict[str, Any]], index: int, words: int, so_far: str
+    ) -> Messages:
+        return prompt.section_messages(
+            self.system_prompt,
+            job.facts,
+            job.language,
+            title=plan.title,
+            sections=sections,
+            index=index,
+            words=words,
+            so_far=so_far,
+        )
 
     # --- the end ---------------------------------------------------------------------------------------
 
@@ -570,6 +582,8 @@ class GenerationRun:
                 continuations=tally.continuations,
                 length_score=score,
                 outline=tally.outline,
+                instruction=job.revision.instruction if job.revision is not None else None,
+                revises_version=job.revision.revises_version if job.revision is not None else None,
             )
         )
         job.article_id, job.version = article.id, article.version

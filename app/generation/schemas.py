@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
+from app.catalog.schemas import NOTES_LAYOUT, unstorable_character
 from app.generation.jobs import Job, Status
+
+MAX_INSTRUCTION = 2000  # characters of a revision's instruction
 
 
 def status_url(job_id: str) -> str:
@@ -79,3 +82,28 @@ class JobStatus(BaseModel):
             status_url=status_url(job.id),
             stream_url=stream_url(job.id),
         )
+
+
+def _instruction_text(text: str) -> str:
+    """Line breaks and tabs allowed (a textarea sends them), no other control character."""
+    character = unstorable_character(text, NOTES_LAYOUT)
+    if character is not None:
+        raise ValueError(f"must not contain control characters (found U+{ord(character):04X})")
+    return text
+
+
+Instruction = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_INSTRUCTION),
+    AfterValidator(_instruction_text),
+]
+
+
+class RevisionCreate(BaseModel):
+    """`POST .../article/revisions`: what the reader wants changed in the latest version ("shorter, and
+    more on the 1970s"). It reaches the writer quoted, inside a turn that restates the rules: it can ask for
+    another portrait, never for other rules (docs/revisions.md)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    instruction: Instruction

@@ -1,9 +1,9 @@
 """The event log's values: what a job appends and every reader receives, whatever the wire (SSE,
-bare markdown, later WebSocket).
+bare markdown, WebSocket messages).
 
 Each payload is a typed value built in one place; `data()` is its JSON object, with `type` repeating
 the event name so a reader that ignores event names still knows. `Event` numbers a payload within its
-log (`seq` from 1). Nothing here knows a wire format: `streaming/sse.py` does.
+log (`seq` from 1). Nothing here knows a wire format: `streaming/sse.py` and `streaming/ws_wire.py` do.
 """
 
 from __future__ import annotations
@@ -166,6 +166,9 @@ class Event:
     # The encoder's memo (`streaming/sse.py`): the wire bytes of this event, made by the first reader
     # that sends it and shared by every other reader of the same log. Nothing else reads or writes it.
     wire: bytes | None = field(default=None, repr=False)
+    # The WebSocket encoder's memo (`streaming/ws_wire.py`): this event's message up to the reader's own
+    # `request_id`, shared the same way. Nothing else reads or writes it either.
+    ws_wire: str | None = field(default=None, repr=False)
 
     @property
     def type(self) -> EventType:

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from markupsafe import Markup
 
+from app.articles.diff import Diff, Piece
 from app.articles.models import Article
 from app.articles.params import LENGTH_LABELS
 from app.catalog.models import Artist
@@ -149,6 +150,54 @@ class StoredPortrait:
 
 
 @dataclass(frozen=True)
+class VersionEntry:
+    """One stored version of the portrait shown, in the page's list of versions."""
+
+    version: int
+    created_at: str
+    words: int
+    writer: str
+    truncated: bool
+    instruction: str | None  # a revision's instruction (None: written from the facts alone)
+    revises_version: int | None
+    json_url: str
+    diff_url: str | None  # what it changed from the version before it (None for a first version)
+    latest: bool
+
+
+def version_entry(article: Article, latest: bool) -> VersionEntry:
+    compared = compared_version(article)
+    query = urlencode({"language": article.language, "length": article.length})
+    return VersionEntry(
+        version=article.version,
+        created_at=_when(article),
+        words=article.words,
+        writer=article.writer,
+        truncated=article.truncated,
+        instruction=article.instruction,
+        revises_version=article.revises_version,
+        json_url=f"{API_ARTISTS}/{article.artist_id}/article/versions/{article.version}?{query}",
+        diff_url=(
+            None
+            if compared is None
+            else f"/artists/{article.artist_id}/versions/{article.version}/diff?{query}"
+        ),
+        latest=latest,
+    )
+
+
+def compared_version(article: Article) -> int | None:
+    """The version a version is compared with by default: the one it revised, else the one before it."""
+    if article.revises_version is not None:
+        return article.revises_version
+    return article.version - 1 if article.version > 1 else None
+
+
+def _when(article: Article) -> str:
+    return article.created_at.strftime("%d %B %Y, %H:%M UTC")
+
+
+@dataclass(frozen=True)
 class PortraitPanel:
     """The portrait area of an artist page: the stored portrait, or the form that starts one."""
 
@@ -164,6 +213,12 @@ class PortraitPanel:
     stream_url: str
     generate_action: str
     notice: str | None = None
+    # The stored versions of this portrait, newest first, and the form asking for a revision of the latest
+    # (its instruction kept when the page is shown again after a refusal).
+    versions: tuple[VersionEntry, ...] = ()
+    revision_action: str = ""
+    revision_instruction: str = ""
+    instruction_max: int = 0
 
 
 def stored_portrait(article: Article, html: str, stale: bool) -> StoredPortrait:
@@ -174,7 +229,7 @@ def stored_portrait(article: Article, html: str, stale: bool) -> StoredPortrait:
         words=article.words,
         writer=article.writer,
         model=article.model,
-        created_at=article.created_at.strftime("%d %B %Y, %H:%M UTC"),
+        created_at=_when(article),
         stale=stale,
         truncated=article.truncated,
         json_url=f"{API_ARTISTS}/{article.artist_id}/article?{urlencode({'language': article.language, 'length': article.length})}",
@@ -200,12 +255,56 @@ class JobPage:
     stream_url: str
     artist_url: str
     panel: PortraitPanel
+    # A revision's job: the version it revises and the instruction (None for a portrait from the facts).
+    revises_version: int | None = None
+    instruction: str | None = None
+
+
+@dataclass(frozen=True)
+class DiffPage:
+    """What a version changed from another one of the same portrait: the markdown of both compared, every
+    piece escaped by the template and marked with <ins>/<del>."""
+
+    title: str
+    artist_id: int
+    artist_name: str
+    artist_url: str
+    language: str
+    length: str
+    old: VersionEntry
+    new: VersionEntry
+    pieces: tuple[Piece, ...]
+    inserted_words: int
+    deleted_words: int
+    changed: bool
+    json_url: str
+
+    @classmethod
+    def build(cls, artist: Artist, old: Article, new: Article, diff: Diff, latest: int) -> DiffPage:
+        query = urlencode({"language": new.language, "length": new.length})
+        new_entry = version_entry(new, new.version == latest)
+        return cls(
+            title=f"{artist.name}: what version {new.version} changed",
+            artist_id=artist.id,
+            artist_name=artist.name,
+            artist_url=f"/artists/{artist.id}?{query}",
+            language=new.language,
+            length=new.length,
+            old=version_entry(old, old.version == latest),
+            new=new_entry,
+            pieces=diff.pieces,
+            inserted_words=diff.inserted_words,
+            deleted_words=diff.deleted_words,
+            changed=diff.changed,
+            json_url=new_entry.json_url,
+        )
 
 
 # The heading a person sees over an error's message; any other error is headed by its HTTP status.
 ERROR_TITLES = {
     "artist_not_found": "Artist not found",
     "job_not_found": "Portrait not found",
+    "article_not_found": "Version not found",
     "forbidden": "Request refused",
 }
 

@@ -11,23 +11,33 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from markupsafe import Markup
+from pydantic import ValidationError
 
 from app.articles.deps import ArticlesDep
+from app.articles.diff import diff_markdown
+from app.articles.errors import ArticleNotFound
 from app.articles.params import TARGET_WORDS, Length, as_length
 from app.articles.render import render_markdown
 from app.articles.service import ArticleService
-from app.auth import ClientDep
+from app.auth import Client, ClientDep, client_address, has_valid_token, token_is_valid
 from app.catalog.deps import CatalogDep
 from app.catalog.errors import ArtistNotFound
 from app.catalog.models import Artist
 from app.catalog.reads import CATALOG, artist_reads
 from app.catalog.repository import ArtistQuery
-from app.errors import AppError
+from app.errors import AppError, Unauthorized
 from app.generation.deps import PortraitsDep, SameSiteRequired
-from app.generation.errors import JobNotFound
-from app.generation.portrait import Accepted, PortraitRequest, PortraitService, Refused, Stored
+from app.generation.errors import JobNotFound, PortraitBusy
+from app.generation.portrait import (
+    Accepted,
+    PortraitRequest,
+    PortraitService,
+    Refused,
+    RevisionRequest,
+    Stored,
+)
 from app.generation.positions import JOB_ID
-from app.generation.schemas import status_url, stream_url
+from app.generation.schemas import MAX_INSTRUCTION, RevisionCreate, status_url, stream_url
 from app.kit.http import get_and_head
 from app.kit.ids import parse_id
 from app.kit.read_cache import cacheable
@@ -37,10 +47,13 @@ from app.web.contexts import (
     LENGTHS,
     ArtistPage,
     CatalogPage,
+    DiffPage,
     ErrorPage,
     JobPage,
     PortraitPanel,
+    compared_version,
     stored_portrait,
+    version_entry,
 )
 from app.web.templates import render
 
@@ -66,6 +79,7 @@ class PageRoute(APIRoute):
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
 PER_PAGE = 24
+MAX_VERSION = 2**31 - 1  # a version number every database can compare
 SHOWN_ID_CHARACTERS = 40
 
 
@@ -139,9 +153,11 @@ async def _panel(
     language: str,
     length: Length,
     notice: str | None = None,
+    instruction: str = "",
 ) -> tuple[Artist, PortraitPanel]:
     artist, article = await articles.lookup(artist_id, language, length)
     running = await portraits.running(artist.id, language, length)
+    versions = await articles.portrait_versions(artist.id, language, length) if article is not None else ()
     query = urlencode({"language": language, "length": length})
     panel = PortraitPanel(
         artist_id=artist.id,
@@ -164,6 +180,10 @@ async def _panel(
         stream_url=f"{API_ARTISTS}/{artist.id}/article/stream?{query}",
         generate_action=f"/artists/{artist.id}/portrait",
         notice=notice,
+        versions=tuple(version_entry(version, index == 0) for index, version in enumerate(versions)),
+        revision_action=f"/artists/{artist.id}/revisions",
+        revision_instruction=instruction,
+        instruction_max=MAX_INSTRUCTION,
     )
     return artist, panel
 
@@ -222,6 +242,96 @@ async def generate_from_form(
     return RedirectResponse(f"/artists/{artist_id}/portrait/jobs/{outcome.job.id}", status_code=303)
 
 
+@router.post("/artists/{artist_id}/revisions", response_model=None)
+async def revise_from_form(
+    _same_site: SameSiteRequired,
+    request: Request,
+    settings: SettingsDep,
+    portraits: PortraitsDep,
+    articles: ArticlesDep,
+    artist_id: PageArtistId,
+    language: Annotated[str, Form(max_length=10)] = "",
+    length: Annotated[str, Form(max_length=10)] = "",
+    instruction: Annotated[str, Form(max_length=4 * MAX_INSTRUCTION)] = "",
+    token: Annotated[str, Form(max_length=1000)] = "",
+) -> Response:
+    """The revision form, without JavaScript: a form cannot send an Authorization header, so the token
+    travels in the POST's body (a password field), never in an address; with a valid one, the revision
+    starts as a job that runs to its end and the reader lands on its page, which follows it."""
+    chosen_language, chosen_length = _choice(settings, language, length)
+    trusted = has_valid_token(request) or (
+        bool(token) and token_is_valid(token.encode(), settings.api_tokens)
+    )
+
+    async def again(notice: str, status: int) -> Response:
+        """The artist page again, saying why, with the instruction as it was typed."""
+        try:
+            artist, panel = await _panel(
+                settings, portraits, articles, artist_id, chosen_language, chosen_length, notice, instruction
+            )
+        except ArtistNotFound:
+            raise _artist_not_found(artist_id) from None
+        return render(request, "artist.html", ArtistPage.build(artist, panel), status_code=status)
+
+    try:
+        wanted = RevisionCreate(instruction=instruction).instruction
+    except ValidationError:
+        return await again(
+            f"Say what should change, in 1 to {MAX_INSTRUCTION:,} characters (line breaks are fine, "
+            "other control characters are not).",
+            422,
+        )
+    revision = RevisionRequest(
+        artist_id,
+        chosen_language,
+        chosen_length,
+        wanted,
+        Client(trusted=trusted, address=client_address(request)),
+    )
+    try:
+        outcome = await portraits.revise(revision)
+    except ArtistNotFound:
+        raise _artist_not_found(artist_id) from None
+    except Unauthorized:
+        return await again("A revision needs one of this service's API tokens; that one was refused.", 401)
+    except PortraitBusy:
+        return await again("A job is writing this portrait right now; ask again once it has finished.", 409)
+    except ArticleNotFound:
+        return await again("There is no stored portrait to revise yet: generate one first.", 404)
+    if isinstance(outcome, Refused):
+        return await again(*_refusal(outcome))
+    return RedirectResponse(f"/artists/{artist_id}/portrait/jobs/{outcome.job.id}", status_code=303)
+
+
+@get_and_head(router, "/artists/{artist_id}/versions/{version}/diff", response_class=HTMLResponse)
+async def diff_page(
+    request: Request,
+    settings: SettingsDep,
+    articles: ArticlesDep,
+    artist_id: PageArtistId,
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
+    language: Annotated[str | None, Query(max_length=10)] = None,
+    length: Annotated[str | None, Query(max_length=10)] = None,
+    against: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
+) -> HTMLResponse:
+    """What version `version` changed: against the version it revised (or the one before it), or
+    `against`. The markdown of both is compared; every piece is escaped, changes marked <ins>/<del>."""
+    chosen_language, chosen_length = _choice(settings, language, length)
+    try:
+        artist, new = await articles.version(artist_id, chosen_language, chosen_length, version)
+        old_version = against if against is not None else compared_version(new)
+        if old_version is None or old_version == version:
+            raise ArticleNotFound(f"Version {version} is the first: there is nothing to compare it with.")
+        _, old = await articles.version(artist_id, chosen_language, chosen_length, old_version)
+        _, latest = await articles.lookup(artist_id, chosen_language, chosen_length)
+    except ArtistNotFound:
+        raise _artist_not_found(artist_id) from None
+    diff = diff_markdown(old.markdown, new.markdown)
+    context = DiffPage.build(artist, old, new, diff, latest.version if latest is not None else version)
+    cacheable(request, artist_reads(artist.id))
+    return render(request, "diff.html", context)
+
+
 def _refusal(refused: Refused) -> tuple[str, int]:
     wait = round(refused.retry_after) if refused.retry_after else None
     if refused.code == "rate_limited":
@@ -251,8 +361,9 @@ async def job_page(
         artist, panel = await _panel(settings, portraits, articles, artist_id, job.language, job.length)
     except ArtistNotFound:
         raise _artist_not_found(artist_id) from None
+    revision = job.revision
     context = JobPage(
-        title=f"Writing: {artist.name}",
+        title=f"Revising: {artist.name}" if revision is not None else f"Writing: {artist.name}",
         artist_id=artist.id,
         artist_name=artist.name,
         job_id=job.id,
@@ -265,5 +376,7 @@ async def job_page(
         stream_url=stream_url(job.id),
         artist_url=artist_url,
         panel=panel,
+        revises_version=revision.revises_version if revision is not None else None,
+        instruction=revision.instruction if revision is not None else None,
     )
     return render(request, "job.html", context)
