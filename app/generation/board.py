@@ -49,12 +49,15 @@ READERS_TTL = 3600  # seconds: far above any running job's life (ATELIER_LLM_TOT
 OWNER_ENDED = "-"
 OWNER_RELEASED = ""
 
-# KEYS: claim, job record, running set. ARGV: job id, then the record's fields. Returns the job holding the key.
+# KEYS: claim, job record, running set, the claimer's lease. ARGV: job id, the lease in ms, then the record's
+# fields. Returns the job holding the key. The lease is renewed with the claim: a process that claims is alive, and
+# a job must never look orphaned at birth (after a Redis restart, before the claimer's next tick renews it).
 _CLAIM = """
 local held = redis.call('GET', KEYS[1])
 if held then return held end
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
 redis.call('SADD', KEYS[3], ARGV[1])
 return ARGV[1]
 """
@@ -201,12 +204,18 @@ class JobBoard:
             "cancel": "",
             "revision": _revision_field(job.revision),
         }
-        args = [job.id]
+        args = [job.id, str(max(1, round(self.lease * 1000)))]
         for name, value in fields.items():
             args += [name, value]
         with _unavailable():
             held = await self._claim(
-                keys=[self._claim_key(job.key), self._job_key(job.id), self._running_key], args=args
+                keys=[
+                    self._claim_key(job.key),
+                    self._job_key(job.id),
+                    self._running_key,
+                    self._lease_prefix + self.process,
+                ],
+                args=args,
             )
         return _text(held)
 
